@@ -1,0 +1,254 @@
+"""Queue-wait latency (publish to start) of push workers vs pull workers, side by side.
+
+Real RabbitMQ, real worker processes running the transcoder's own ``Worker`` loops (push:
+basic_consume with prefetch 1; pull: basic_get with backoff 0.05-2 s). Only the job body is
+swapped for a short real ffmpeg encode (a 0.4 s 160x120 clip), so the queue, not the
+transcode, is what is measured. Two scenarios per mode:
+
+- low rate: one job every ``--interval`` seconds (jittered), so workers are mostly idle;
+- saturation: ``--burst`` jobs published at once, more than the workers can start together.
+
+Usage::
+
+    .venv/bin/python -m load_tests.bench_queue --jobs 8 --interval 3 --burst 20 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from load_tests.harness import Comparison, Report, command_line
+from shared.mq.broker import Broker
+from shared.mq.messages import PurgeJob, TranscodeJob
+from shared.mq.topology import Topology
+from shared.resources import Resources
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+RETRY_DELAYS = (1, 1, 1)
+WORK = [
+    "ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+    "testsrc2=size=160x120:rate=25:duration=0.4", "-c:v", "libx264", "-preset", "ultrafast",
+    "-f", "null", "-",
+]  # fmt: skip
+
+
+async def bench_job(res: Resources, settings: Any, job: TranscodeJob | PurgeJob) -> None:
+    """Do a short real encode, then record the job's queue wait and service time."""
+    wait = time.time() - job.published_at
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(*WORK)
+    await proc.wait()
+    record = {"wait": wait, "service": time.monotonic() - started, "pid": os.getpid()}
+    await res.need_redis().rpush(os.environ["BENCH_RESULTS_KEY"], json.dumps(record))
+
+
+def worker_main(mode: str, prefix: str) -> None:
+    """A transcoder worker whose transcode handler is ``bench_job``."""
+    from services.transcoder import worker
+    from services.transcoder.settings import Settings
+
+    worker.HANDLERS["transcode"] = bench_job
+    # Announce readiness only now: importing can take seconds on a busy machine.
+    SyncRedis.from_url(REDIS_URL).rpush(os.environ["BENCH_READY_KEY"], os.getpid())
+    settings = Settings(
+        transcoder_mode=mode, mq_prefix=prefix, transcoder_metrics_port=0, log_level="WARNING"
+    )  # type: ignore[arg-type]
+    worker.run(settings)
+
+
+async def wait_results(redis: Redis, key: str, count: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while await redis.llen(key) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {await redis.llen(key)} of {count} results arrived")
+        await asyncio.sleep(0.1)
+
+
+def start_workers(mode: str, prefix: str, count: int, results_key: str) -> list[subprocess.Popen]:  # type: ignore[type-arg]
+    env = {
+        **os.environ,
+        "BENCH_RESULTS_KEY": results_key,
+        "BENCH_READY_KEY": results_key + ":ready",
+        "MQ_RETRY_DELAYS_SECONDS": json.dumps(RETRY_DELAYS),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "load_tests.bench_queue", "--worker", mode, "--prefix", prefix],
+            env=env,
+        )
+        for _ in range(count)
+    ]
+
+
+async def consumers_ready(broker: Broker, mode: str, count: int, within: float = 120) -> None:
+    """Push workers show up as consumers; pull workers are checked by the warm-up jobs."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        channel = await broker.connection.channel()
+        queue = await channel.declare_queue(broker.topology.jobs_queue, passive=True)
+        consumers = queue.declaration_result.consumer_count
+        await channel.close()
+        if mode == "pull" or consumers >= count:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("workers did not start")
+
+
+def key_of(run: str, mode: str) -> str:
+    return f"bench:queue:{run}:{mode}"
+
+
+async def scenario(
+    broker: Broker,
+    redis: Redis,
+    key: str,
+    into: dict[str, list[float]],
+    name: str,
+    jobs: int,
+    interval: float,
+) -> None:
+    """Publish ``jobs`` (all at once when ``interval`` is 0) and collect their waits."""
+    await redis.delete(key)
+    for _ in range(jobs):
+        job = TranscodeJob(job_id=uuid.uuid4(), video_id=uuid.uuid4(), source_key="bench")
+        await broker.publish_job(job)
+        if interval:
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+    await wait_results(redis, key, jobs, within=120 + jobs * 5)
+    if name == "warmup":
+        return
+    for raw in await redis.lrange(key, 0, -1):
+        record = json.loads(raw)
+        into[name].append(record["wait"])
+        into["service"].append(record["service"])
+
+
+async def _drop(broker: Broker) -> None:
+    channel = await broker.connection.channel()
+    topo = broker.topology
+    for name in [topo.jobs_queue, topo.dead_queue, *(topo.retry_queue(i) for i in (1, 2, 3))]:
+        await channel.queue_delete(name)
+    for name in (topo.jobs_exchange, topo.retry_exchange, topo.dead_exchange, topo.events_exchange):
+        await channel.exchange_delete(name)
+    await broker.close()
+
+
+def summary(waits: list[float]) -> dict[str, float]:
+    ordered = sorted(waits)
+    return {
+        "mean_s": statistics.fmean(ordered),
+        "p50_s": statistics.median(ordered),
+        "p95_s": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "max_s": ordered[-1],
+    }
+
+
+async def bench(args: argparse.Namespace) -> Report:
+    run = uuid.uuid4().hex[:6]
+    redis = Redis.from_url(REDIS_URL)
+    brokers: dict[str, Broker] = {}
+    procs: list[subprocess.Popen] = []  # type: ignore[type-arg]
+    runs: dict[str, dict[str, list[float]]] = {
+        m: {"low": [], "saturation": [], "service": []} for m in ("push", "pull")
+    }
+    try:
+        # Both modes run at once, each on its own queue, and the scenarios alternate between
+        # them, so a change in machine load hits push and pull alike.
+        for mode in ("push", "pull"):
+            brokers[mode] = Broker(AMQP_URL, Topology(f"benchq{run}{mode}", RETRY_DELAYS))
+            await brokers[mode].connect()
+            procs += start_workers(
+                mode, brokers[mode].topology.prefix, args.workers, key_of(run, mode)
+            )
+        for mode, broker in brokers.items():
+            await wait_results(redis, key_of(run, mode) + ":ready", args.workers, within=180)
+            await consumers_ready(broker, mode, args.workers)
+            # Warm-up: the workers have taken jobs before anything is measured.
+            await scenario(
+                broker, redis, key_of(run, mode), runs[mode], "warmup", args.workers * 2, 0
+            )
+        for round_ in range(args.rounds):
+            for name, jobs, interval in (
+                ("low", args.jobs, args.interval),
+                ("saturation", args.burst, 0.0),
+            ):
+                for mode, broker in brokers.items():
+                    await scenario(
+                        broker, redis, key_of(run, mode), runs[mode], name, jobs, interval
+                    )
+            print(f"round {round_ + 1} done", flush=True)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+        for mode, broker in brokers.items():
+            await _drop(broker)
+            await redis.delete(key_of(run, mode), key_of(run, mode) + ":ready")
+        await redis.aclose()
+    results = {
+        mode: {
+            "low": summary(r["low"]),
+            "saturation": summary(r["saturation"]),
+            "service_mean_s": statistics.fmean(r["service"]),
+        }
+        for mode, r in runs.items()
+    }
+    for mode in results:
+        print(mode, json.dumps(results[mode]))
+    report = Report("bench_queue", command_line())
+    for name, label in (
+        ("low", f"1 job / {args.interval} s"),
+        ("saturation", f"{args.burst} at once"),
+    ):
+        for stat in ("mean_s", "p95_s"):
+            push, pull = results["push"][name][stat], results["pull"][name][stat]
+            report.comparisons.append(
+                Comparison(
+                    f"queue wait {stat[:-2]}, {label}, {args.workers} workers",
+                    "s", push, pull, "pull (basic_get, backoff 0.05-2 s)",
+                    higher_is_better=False,
+                    notes=f"push cuts it by {100 * (1 - push / pull):.0f}%" if pull else "",
+                )
+            )  # fmt: skip
+    report.extra = {"results": results, "workers": args.workers, "rounds": args.rounds}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="workers per mode")
+    parser.add_argument("--jobs", type=int, default=12, help="jobs in the low-rate scenario")
+    parser.add_argument("--interval", type=float, default=3.0, help="mean seconds between jobs")
+    parser.add_argument("--burst", type=int, default=20, help="jobs in the saturation burst")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both")
+    parser.add_argument("--worker", choices=("push", "pull"), help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args.worker, args.prefix)
+        return
+    report = asyncio.run(bench(args))
+    report.write()
+    for c in report.comparisons:
+        print(f"{c.name}: push {c.ours:.3f} s, pull {c.baseline:.3f} s ({c.notes})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Upload throughput per protocol against the disk's synced write speed and nginx, side by side.
+
+For HTTP/1.1, h2c (prior knowledge) and h2 over TLS, curl PUTs the same file to the upload service
+(Granian, storing to the filesystem store with fsync and finalizing), to a minimal streaming app
+on the same Granian server and settings (sha-256, write, fsync, 201: what any upload server must
+do, so the ceiling of the server itself), and to nginx's DAV module (writing the body to disk, no
+fsync). Each round measures the disk's synced write of the same size, in 1 MiB writes as the store
+makes them, right before the uploads it is compared with. Times are curl's own ``time_total``:
+the whole request as the client sees it, 201 received. Each server's best of ``--rounds`` counts.
+The upload service's peak RSS is sampled throughout.
+
+    python -m load_tests.bench_upload --size-mib 1024
+
+Needs PostgreSQL, Redis and RabbitMQ as for ``vsp up`` (the database migrated: ``vsp migrate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import psutil
+from starlette.types import Receive, Scope, Send
+
+from load_tests.harness import Comparison, Report, command_line
+from services.upload.tls import ensure_self_signed
+from tests.support import free_port, make_clip
+from tests.support_upload import MIB, padded_media
+
+PROTOCOLS = {
+    "HTTP/1.1": ("http", ["--http1.1"], 0.5),
+    "h2c": ("h2c", ["--http2-prior-knowledge"], 0.2),
+    "h2 (TLS)": ("https", ["--http2"], 0.2),
+}
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/nginx-body;
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    server {{ listen 127.0.0.1:{http}; location / {{ {dav} }} }}
+    server {{ listen 127.0.0.1:{h2c} http2; location / {{ {dav} }} }}
+    server {{ listen 127.0.0.1:{https} ssl http2; location / {{ {dav} }} }}
+}}
+"""
+DAV = "root {root}/nginx-files; dav_methods PUT; create_full_put_path on;"
+
+
+def disk_synced_seconds(folder: Path, size: int) -> float:
+    """Seconds writing ``size`` bytes in 1 MiB blocks to a new file, fsync included."""
+    block = os.urandom(MIB)
+    path = folder / "disk-baseline.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        start = time.perf_counter()
+        for _ in range(size // MIB):
+            os.write(fd, block)
+        os.fsync(fd)
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def curl_put(path: Path, url: str, args: list[str], cert: Path) -> float:
+    """Seconds curl reports for the whole PUT of ``path`` (the response must be a 2xx)."""
+    done = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{time_total}",
+            "-T",
+            str(path),
+            "--cacert",
+            str(cert),
+            "-H",
+            "Content-Type: application/octet-stream",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    status, _, seconds = done.stdout.partition(" ")
+    if not status.startswith("2"):
+        raise RuntimeError(f"PUT {url} answered {status}: {done.stderr}")
+    return float(seconds)
+
+
+class MinimalUploadApp:
+    """The least an upload server does: stream the body to a file with sha-256, fsync, 201."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        status, answer = 201, b""
+        if scope["method"] == "PUT":
+            digest = hashlib.sha256()
+            path = self.folder / "minimal-upload.bin"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                more = True
+                while more:
+                    message = await receive()
+                    body = message.get("body", b"")
+                    more = message.get("more_body", False)
+                    digest.update(body)
+                    os.write(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            answer = digest.hexdigest().encode()
+        else:
+            status = 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def serve_minimal(port: int, folder: Path) -> None:
+    """Serve MinimalUploadApp exactly as the upload service is served (same Granian settings)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from services.serve import _limit_heap_growth, serve_http2
+    from services.upload.settings import Settings
+
+    app = Starlette(routes=[Mount("/", app=MinimalUploadApp(folder))])
+    _limit_heap_growth()
+    asyncio.run(serve_http2(app, Settings(), host="127.0.0.1", port=port))
+
+
+class PeakRss(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.05)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2, verify=False).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer")
+
+
+def _start(args: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", *args], env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(ready_url, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def _start_nginx(
+    root: Path, cert: Path, key: Path
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    ports = {"http": free_port(), "h2c": free_port(), "https": free_port()}
+    root.chmod(0o755)  # nginx workers run as an unprivileged user
+    for folder in ("nginx-body", "nginx-files"):
+        (root / folder).mkdir(mode=0o777)
+        (root / folder).chmod(0o777)
+    conf = root / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(root=root, cert=cert, key=key, dav=DAV.format(root=root), **ports)
+    )
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL)
+    scheme = {"http": "http", "h2c": "http", "https": "https"}
+    time.sleep(0.5)
+    return nginx, {k: f"{scheme[k]}://127.0.0.1:{p}/upload.bin" for k, p in ports.items()}
+
+
+def _urls(http_port: int, tls_port: int, path: str) -> dict[str, str]:
+    return {
+        "http": f"http://127.0.0.1:{http_port}{path}",
+        "h2c": f"http://127.0.0.1:{http_port}{path}",
+        "https": f"https://127.0.0.1:{tls_port}{path}",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark, print the table and write results/bench_upload.json."""
+    parser = argparse.ArgumentParser(prog="python -m load_tests.bench_upload")
+    parser.add_argument("--size-mib", type=int, default=1024, help="Size of the uploaded file.")
+    parser.add_argument("--rounds", type=int, default=2, help="Uploads per server and protocol.")
+    parser.add_argument("--serve-minimal", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_minimal:
+        serve_minimal(args.serve_minimal, args.folder)
+        return
+    size = args.size_mib * MIB
+    root = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        cert, key = ensure_self_signed(root / "cert.pem", root / "key.pem")
+        clip = make_clip(root / "clip.mp4", seconds=2, size="320x180")
+        source = padded_media(clip, root / "upload.mp4", size, random=False)
+
+        env = {
+            **os.environ,
+            "STORAGE_ROOT": str(root / "objects"),
+            "UPLOAD_MAX_BYTES": str(size * 2),
+            "UPLOAD_TLS_CERT_FILE": str(cert),
+            "UPLOAD_TLS_KEY_FILE": str(key),
+            "LOG_LEVEL": "WARNING",
+        }
+        ports = {"http": free_port(), "https": free_port()}
+        ours = _start(
+            ["services.cli", "serve", "upload", "--port", str(ports["http"])],
+            {**env, "UPLOAD_TLS_PORT": str(ports["https"])},
+            f"http://127.0.0.1:{ports['http']}/readyz",
+        )
+        procs.append(ours)
+        ours_urls = _urls(ports["http"], ports["https"], "/api/videos")
+        minimal_ports = {"http": free_port(), "https": free_port()}
+        (root / "minimal").mkdir()
+        procs.append(
+            _start(
+                [
+                    "load_tests.bench_upload",
+                    "--serve-minimal",
+                    str(minimal_ports["http"]),
+                    "--folder",
+                    str(root / "minimal"),
+                ],
+                {**env, "UPLOAD_TLS_PORT": str(minimal_ports["https"])},
+                f"http://127.0.0.1:{minimal_ports['http']}/",
+            )
+        )
+        minimal_urls = _urls(minimal_ports["http"], minimal_ports["https"], "/upload")
+        nginx, nginx_urls = _start_nginx(root, cert, key)
+        procs.append(nginx)
+
+        comparisons: list[Comparison] = []
+        peaks: dict[str, float] = {}
+        for name, (kind, curl_args, goal) in PROTOCOLS.items():
+            best = {"disk": 1e9, "ours": 1e9, "minimal": 1e9, "nginx": 1e9}
+            peak = 0
+            for _ in range(args.rounds):
+                best["disk"] = min(best["disk"], disk_synced_seconds(root, size))
+                sampler = PeakRss(ours.pid)
+                sampler.start()
+                best["ours"] = min(best["ours"], curl_put(source, ours_urls[kind], curl_args, cert))
+                sampler.running = False
+                sampler.join()
+                peak = max(peak, sampler.peak)
+                shutil.rmtree(root / "objects" / "videos", ignore_errors=True)
+                best["minimal"] = min(
+                    best["minimal"], curl_put(source, minimal_urls[kind], curl_args, cert)
+                )
+                best["nginx"] = min(
+                    best["nginx"], curl_put(source, nginx_urls[kind], curl_args, cert)
+                )
+                (root / "nginx-files" / "upload.bin").unlink(missing_ok=True)
+            peaks[name] = peak / MIB
+            mb_s = {k: size / seconds / 1e6 for k, seconds in best.items()}
+            comparisons += [
+                Comparison(
+                    f"{name} vs disk (fsync)",
+                    "MB/s",
+                    mb_s["ours"],
+                    mb_s["disk"],
+                    "disk synced write",
+                    goal_ratio=goal,
+                    notes=f"peak RSS {peaks[name]:.0f} MiB",
+                ),
+                Comparison(
+                    f"{name} vs minimal app",
+                    "MB/s",
+                    mb_s["ours"],
+                    mb_s["minimal"],
+                    f"minimal app {name}, same server",
+                    notes=f"minimal app vs disk {mb_s['minimal'] / mb_s['disk']:.2f}x",
+                ),
+                Comparison(
+                    f"{name} vs nginx PUT", "MB/s", mb_s["ours"], mb_s["nginx"], f"nginx {name}"
+                ),
+            ]
+        report = Report(
+            "bench_upload",
+            command_line(),
+            comparisons,
+            extra={"size_bytes": size, "rounds": args.rounds, "peak_rss_mib": peaks},
+        )
+        report.write()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""HLS viewers through the edges: `make load SCENARIO=viewers`."""
+
+from load_tests.users import Viewer
+
+__all__ = ["Viewer"]

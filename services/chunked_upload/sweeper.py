@@ -1,0 +1,39 @@
+"""Background loop deleting expired uploads and their stored parts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.chunked_upload.service import UploadLimits, sweep_expired
+from shared.resources import Resources
+from shared.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+
+class ExpirySweeper:
+    """Runs ``sweep_expired`` every ``interval_seconds`` until stopped."""
+
+    def __init__(self, res: Resources, limits: UploadLimits, interval_seconds: float) -> None:
+        self.res = res
+        self.limits = limits
+        self.interval_seconds = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await sweep_expired(self.res, self.limits)
+            except Exception:
+                log.exception("expiry sweep failed")
+            await asyncio.sleep(self.interval_seconds)
+
+    def start(self) -> None:
+        """Run the loop in the background."""
+        self._task = asyncio.create_task(self._loop(), name="tus-expiry-sweeper")
+
+    async def stop(self) -> None:
+        """Stop the loop."""
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -1,0 +1,49 @@
+"""Edge (8004, 8005, ...): a pull-through cache of the origin in front of viewers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.edge.events import listen_for_ready
+from services.edge.hotpath import EdgeASGI
+from services.edge.routes import router
+from services.edge.rsgi import EdgeRSGI
+from services.edge.service import Edge
+from services.edge.settings import Settings
+from shared.app import create_app
+from shared.resources import Resources
+
+
+def build(settings: Settings | None = None) -> EdgeASGI:
+    """The edge under an ASGI server: the plain-ASGI object route in front of the platform app."""
+    return EdgeASGI(platform_app(settings or Settings()))
+
+
+def build_rsgi(settings: Settings | None = None) -> EdgeRSGI:
+    """The edge under Granian: the RSGI object route in front of the platform app."""
+    return EdgeRSGI(platform_app(settings or Settings()))
+
+
+def platform_app(settings: Settings) -> FastAPI:
+    """Health, metrics and the admin API, with the lifespan that opens the cache."""
+
+    async def start(app: FastAPI, res: Resources) -> None:
+        edge = Edge(settings, res.need_http(), res.signer)
+        await edge.start()
+        app.state.edge = edge
+        if settings.edge_warm_on_ready:
+            await listen_for_ready(edge, res.need_broker())
+
+    async def stop(app: FastAPI, _: Resources) -> None:
+        edge: Edge | None = getattr(app.state, "edge", None)
+        if edge is not None:
+            await edge.stop()
+
+    return create_app(
+        service="edge",
+        settings=settings,
+        routers=[router],
+        uses={"http", "mq"} if settings.edge_warm_on_ready else {"http"},
+        on_startup=[start],
+        on_shutdown=[stop],
+    )

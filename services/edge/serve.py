@@ -1,0 +1,52 @@
+"""Serve the edge with Granian's RSGI interface (default) or uvicorn (ASGI).
+
+A cache hit is little more than a lookup and a send, so the server's own cost per response
+decides the requests per second; the Edge section of docs/BENCHMARKS.md measures the edge
+against nginx proxy_cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services import asgi_server
+from services.edge.settings import Settings
+from services.serve import KEEP_ALIVE_SECONDS
+
+
+def _build(settings: Settings) -> Any:
+    from services.edge.app import build
+
+    return build(settings)
+
+
+def _build_rsgi(settings: Settings) -> Any:
+    from services.edge.app import build_rsgi
+
+    return build_rsgi(settings)
+
+
+def app() -> Any:
+    """Granian's factory, called in its worker process."""
+    return asgi_server.granian_factory("edge", Settings, _build_rsgi)
+
+
+def run(settings: Settings, *, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM with the server ``EDGE_SERVER`` names."""
+    from granian.constants import Interfaces, RuntimeModes
+    from granian.http import HTTP1Settings
+
+    asgi_server.run(
+        settings,
+        server=settings.edge_server,
+        factory="services.edge.serve:app",
+        build=_build,
+        host=host,
+        port=port,
+        interface=Interfaces.RSGI,
+        runtime_threads=1,
+        runtime_mode=RuntimeModes.st,
+        # Granian closes a connection idle this long (30 s by default); keep it as long as
+        # uvicorn did, so haproxy and the balancer rarely reuse one the edge is closing.
+        http1_settings=HTTP1Settings(header_read_timeout=KEEP_ALIVE_SECONDS * 1000),
+    )

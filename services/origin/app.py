@@ -1,0 +1,41 @@
+"""Origin (8003): signed HLS delivery, stream URLs, the catalog and the player page."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount
+
+from services.origin import player
+from services.origin.delivery import OriginDelivery
+from services.origin.routes import router
+from services.origin.settings import Settings
+from shared.app import create_app
+
+EXPOSED_HEADERS = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified"]
+
+
+def build(settings: Settings | None = None) -> FastAPI:
+    """The origin app."""
+    settings = settings or Settings()
+    app = create_app(
+        service="origin",
+        settings=settings,
+        routers=[router, player.router],
+        uses={"db", "redis", "storage"},
+    )
+    # First in the route table: every segment request takes this path, so it should not be
+    # matched against every API route before it.
+    app.router.routes.insert(0, Mount("/origin", app=OriginDelivery(settings), name="origin"))
+    app.mount("/player/assets", player.assets(), name="player-assets")
+    # Players on other sites fetch playlists and segments with XHR, so they need CORS; DELETE is
+    # left out so no other site can make a visitor's browser delete videos.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origin_cors_allow_origins,
+        allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+        allow_headers=["Range", "If-None-Match", "If-Modified-Since", "If-Range", "Content-Type"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=86400,
+    )
+    return app

@@ -1,0 +1,103 @@
+"""Catalog use cases: list and search videos, one video's details, delete a video entirely."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from services.common import video_view
+from services.origin.service import base_url, video_prefix
+from services.origin.settings import Settings
+from shared import progress
+from shared.db.models import Video, VideoState
+from shared.db.repositories import VideoRepository
+from shared.errors import NotFound
+from shared.resources import Resources
+
+log = logging.getLogger(__name__)
+
+
+def _entry(res: Resources, settings: Settings, video: Video, request_base: str) -> dict[str, Any]:
+    """Catalog fields beyond the common view: a short-lived signed poster URL."""
+    poster_url = None
+    if video.poster_key and video.state == VideoState.ready.value:
+        poster_url = res.signer.signed_url(
+            base_url(settings, request_base), video.poster_key, settings.origin_playlist_ttl_seconds
+        )
+    return {"poster_url": poster_url}
+
+
+async def _live_progress(res: Resources, video: Video) -> dict[str, Any]:
+    if res.redis is None or video.state == VideoState.ready.value:
+        return {}
+    return await progress.latest(res.redis, video.id)
+
+
+async def list_videos(
+    res: Resources,
+    settings: Settings,
+    request_base: str,
+    *,
+    query: str | None,
+    state: VideoState | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    """A page of videos, newest first, matching the search text and state."""
+    async with res.need_db().session() as session:
+        videos, total = await VideoRepository(session).list(
+            query=query or None,
+            state=state.value if state else None,
+            limit=limit,
+            offset=offset,
+        )
+    items = [
+        {
+            **video_view(video, await _live_progress(res, video)),
+            **_entry(res, settings, video, request_base),
+        }
+        for video in videos
+    ]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+async def video_details(
+    res: Resources, settings: Settings, video_id: uuid.UUID, request_base: str
+) -> dict[str, Any]:
+    """State, metadata, renditions and live progress of one video."""
+    async with res.need_db().session() as session:
+        video = await VideoRepository(session).get(video_id)
+    live = await progress.latest(res.redis, video_id) if res.redis else {}
+    return {**video_view(video, live), **_entry(res, settings, video, request_base)}
+
+
+async def delete_video(res: Resources, video_id: uuid.UUID) -> int:
+    """Remove the video's objects and rows; returns how many objects were deleted.
+
+    The row is marked deleted first (committed), so it vanishes from the catalog and stops
+    playing at once; then the objects go, then the rows. If a step fails the row stays marked
+    and deleting again finishes the job, so nothing is left orphaned.
+    """
+    async with res.need_db().session() as session:
+        repo = VideoRepository(session)
+        video = await repo.find(video_id)
+        if video is None:
+            raise NotFound(f"video {video_id} does not exist")
+        if video.state != VideoState.deleted.value:
+            await repo.transition(video, VideoState.deleted)
+        extra_keys = [
+            key
+            for key in (video.source_key, video.master_key, video.poster_key)
+            if key and not key.startswith(video_prefix(video_id))
+        ]
+    store = res.need_store()
+    deleted = await store.delete_prefix(video_prefix(video_id))
+    for key in extra_keys:
+        await store.delete(key)
+    async with res.need_db().session() as session:
+        await VideoRepository(session).purge(video_id)
+    if res.redis is not None:
+        await res.redis.delete(progress.progress_key(video_id))
+    log.info("deleted video %s with %d objects", video_id, deleted + len(extra_keys))
+    return deleted + len(extra_keys)

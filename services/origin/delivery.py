@@ -1,0 +1,117 @@
+"""``/origin/...``: signed object delivery as plain ASGI.
+
+This is the hot path every segment takes, so it skips FastAPI's routing, dependency injection
+and validation (measured in docs/BENCHMARKS.md); errors still go through the app's handlers.
+
+Two URL styles reach it:
+
+- ``/origin/<path>?exp=&sig=[&kid=]``: the gateway's query signature on one object. Playlists
+  come back with every child URI freshly signed, private and short-lived.
+- ``/origin/t/<token>/<path>``: a path token covering the master playlist's folder. Relative
+  child URIs inherit the token, so playlists are served as stored and every response is public,
+  which lets edges cache one copy per object for all viewers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from services.origin import service
+from services.origin.settings import Settings
+from shared.delivery import plan_body, send_object, send_plan
+from shared.resources import Resources
+from shared.signing import Signer, split_token_path
+from shared.storage.base import check_key
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+PREFIX = "/origin/"
+
+
+@dataclass(frozen=True)
+class RouteLabel:
+    """Stands in for a matched route so metrics label requests by template."""
+
+    path: str
+
+
+QUERY_ROUTE = RouteLabel("/origin/{path}")
+TOKEN_ROUTE = RouteLabel("/origin/t/{token}/{path}")
+
+
+class OriginDelivery:
+    """The plain-ASGI app mounted at ``/origin``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signer = Signer(settings.signing_keys, settings.signing_key_id)
+        self.segment_cache = f"public, max-age={settings.origin_segment_max_age_seconds}, immutable"
+        self.signed_playlist_cache = (
+            f"private, max-age={settings.origin_signed_playlist_max_age_seconds}"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise HTTPException(404)
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            raise HTTPException(405, headers={"Allow": "GET, HEAD, OPTIONS"})
+        res: Resources = scope["app"].state.resources
+        path = scope["path"]
+        if not path.startswith(PREFIX):
+            raise HTTPException(404)
+        rest = path[len(PREFIX) :]
+        token_path = split_token_path(rest)
+        if token_path is not None:
+            scope["route"] = TOKEN_ROUTE
+            token, key = token_path
+            check_key(key)
+            self.signer.verify_token_path(token, key)
+        else:
+            scope["route"] = QUERY_ROUTE
+            key = rest
+            query = parse_qs(scope["query_string"].decode("latin-1"))
+            self.signer.verify(
+                key, _first(query, "exp"), _first(query, "sig"), _first(query, "kid")
+            )
+        store = res.need_store()
+        if not key.endswith(".m3u8"):
+            await send_object(store, key, scope, send, cache_control=self.segment_cache)
+            return
+        headers = Headers(scope=scope)
+        if token_path is not None:
+            info = await store.stat(key)
+            body = await store.get_bytes(key)
+            plan = plan_body(
+                body,
+                headers,
+                content_type=PLAYLIST_TYPE,
+                cache_control=self._token_playlist_cache(body),
+                etag=info.etag,
+                last_modified=info.last_modified,
+            )
+        else:
+            body = await service.signed_playlist(res, self.settings, self.signer, key)
+            plan = plan_body(
+                body, headers, content_type=PLAYLIST_TYPE, cache_control=self.signed_playlist_cache
+            )
+        await send_plan(plan, send, method=method)
+
+    def _token_playlist_cache(self, body: bytes) -> str:
+        # A playlist still growing (streamed while transcoding) must not be cached for long.
+        finished = b"#EXT-X-ENDLIST" in body or b"#EXT-X-STREAM-INF" in body
+        seconds = (
+            self.settings.origin_token_playlist_max_age_seconds
+            if finished
+            else self.settings.origin_live_playlist_max_age_seconds
+        )
+        return f"public, max-age={seconds}"
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None

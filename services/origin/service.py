@@ -1,0 +1,125 @@
+"""Origin use cases: signed playlists and the stream URLs players start from."""
+
+from __future__ import annotations
+
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from services.origin.settings import Settings
+from services.origin.signing import children_ttl, sign_playlist
+from shared import hls
+from shared.db.models import Video, VideoState
+from shared.db.repositories import VideoRepository
+from shared.errors import Conflict
+from shared.resources import Resources
+from shared.signing import Signer
+
+StreamMode = Literal["query", "token"]
+
+
+@dataclass
+class StreamUrls:
+    master_url: str
+    variants: list[dict[str, object]]
+    expires_in: int
+    mode: StreamMode
+    expires_at: int = field(default=0)
+
+
+async def media_seconds_of(res: Resources, playlist_key: str, text: str) -> float:
+    """How long the media behind a playlist lasts (a master: its first variant's length)."""
+    if not hls.is_master(text):
+        return sum(hls.media_durations(text))
+    for uri in hls.referenced_uris(text):
+        if not hls.is_absolute(uri) and uri.split("?", 1)[0].endswith(".m3u8"):
+            variant = await res.need_store().get_bytes(hls.resolve(playlist_key, uri))
+            return sum(hls.media_durations(variant.decode()))
+    return 0.0
+
+
+async def signed_playlist(
+    res: Resources, settings: Settings, signer: Signer, key: str, *, now: float | None = None
+) -> bytes:
+    """The stored playlist with every child URI signed for the rest of the media's length."""
+    text = (await res.need_store().get_bytes(key)).decode()
+    seconds = await media_seconds_of(res, key, text)
+    ttl = (
+        settings.origin_playlist_ttl_seconds
+        if hls.is_master(text)
+        else settings.origin_segment_ttl_seconds
+    )
+    return sign_playlist(text, key, signer, children_ttl(ttl, seconds), now=now).encode()
+
+
+def base_url(settings: Settings, request_base: str) -> str:
+    """Where signed URLs point: the CDN, the configured public URL, or where the viewer asked."""
+    chosen = settings.origin_cdn_base_url or settings.public_origin_url or request_base
+    return chosen.rstrip("/") + "/origin"
+
+
+def video_prefix(video_id: uuid.UUID) -> str:
+    """Where every object of the video lives."""
+    return f"videos/{video_id}/"
+
+
+def playback_prefix(master_key: str) -> str:
+    """What a path token covers: the master playlist's folder (renditions, segments, poster).
+
+    Not the whole video folder, so a token never opens the uploaded source or another run.
+    """
+    return posixpath.dirname(master_key) + "/"
+
+
+async def ready_video(res: Resources, video_id: uuid.UUID) -> Video:
+    """The video if it can be played; NotFound or Conflict (with its state) otherwise."""
+    async with res.need_db().session() as session:
+        video = await VideoRepository(session).get(video_id)
+    # A transcoding video whose first segments are published plays as an EVENT stream.
+    playable = (VideoState.ready.value, VideoState.transcoding.value)
+    if video.state not in playable or not video.master_key:
+        raise Conflict(
+            f"video {video_id} is not ready to play (state: {video.state})", state=video.state
+        )
+    return video
+
+
+async def stream_urls(
+    res: Resources,
+    settings: Settings,
+    video_id: uuid.UUID,
+    request_base: str,
+    mode: StreamMode | None = None,
+) -> StreamUrls:
+    """Signed master and variant URLs, in the streaming gateway's response shape."""
+    video = await ready_video(res, video_id)
+    assert video.master_key is not None  # ready_video checked it
+    mode = mode or settings.origin_stream_mode
+    signer = res.signer
+    life = children_ttl(settings.origin_playlist_ttl_seconds, video.duration_seconds or 0)
+    base = base_url(settings, request_base)
+    prefix = playback_prefix(video.master_key)
+
+    def url(path: str) -> str:
+        if mode == "token":
+            return signer.token_url(base, prefix, path, life)
+        return signer.signed_url(base, path, life)
+
+    return StreamUrls(
+        master_url=url(video.master_key),
+        variants=[
+            {
+                "name": r.name,
+                "bitrate": r.bandwidth,
+                "average_bitrate": r.average_bandwidth,
+                "resolution": f"{r.width}x{r.height}" if r.width else None,
+                "url": url(r.playlist_key),
+            }
+            for r in video.renditions
+        ],
+        expires_in=life,
+        mode=mode,
+        expires_at=int(time.time()) + life,
+    )

@@ -1,0 +1,65 @@
+"""Origin settings (``ORIGIN_...``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from shared.auth import MIN_TOKEN_CHARS
+from shared.settings import BaseServiceSettings
+
+DEV_ADMIN_TOKEN = "dev-only-origin-admin-token"
+
+
+class Settings(BaseServiceSettings):
+    origin_port: int = 8003
+    origin_server: Literal["granian", "uvicorn"] = Field(
+        default="granian", description="HTTP server; Granian sends whole segments by path"
+    )
+    origin_runtime_threads: int = Field(default=1, ge=1, le=64)
+    origin_playlist_ttl_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="Signature life of master/variant URLs on top of the video's length",
+    )
+    origin_segment_ttl_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="Signature life of segment URLs on top of the video's length",
+    )
+    origin_cdn_base_url: str | None = Field(
+        default=None,
+        description="Base URL (without /origin) stream URLs point at, e.g. the balancer",
+    )
+    origin_stream_mode: Literal["query", "token"] = Field(
+        default="query",
+        description="Default URL style of the stream API: ?exp=&sig= or a path token",
+    )
+    origin_segment_max_age_seconds: int = Field(default=31_536_000, ge=0)
+    origin_signed_playlist_max_age_seconds: int = Field(default=5, ge=0)
+    origin_token_playlist_max_age_seconds: int = Field(
+        default=60, ge=0, description="Cache life of finished (ENDLIST) playlists in token mode"
+    )
+    origin_live_playlist_max_age_seconds: int = Field(
+        default=2, ge=0, description="Cache life of playlists still growing (no ENDLIST yet)"
+    )
+    origin_cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    origin_catalog_page_max: int = Field(default=100, ge=1, le=1000)
+    origin_admin_token: str = Field(
+        default=DEV_ADMIN_TOKEN, description="Bearer token that deleting a video needs"
+    )
+
+    @field_validator("origin_admin_token")
+    @classmethod
+    def _token_long_enough(cls, value: str) -> str:
+        if len(value) < MIN_TOKEN_CHARS:
+            raise ValueError(f"ORIGIN_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
+    def model_post_init(self, __context: object) -> None:
+        super().model_post_init(__context)
+        if self.environment == "production" and self.origin_admin_token == DEV_ADMIN_TOKEN:
+            raise ValueError("ORIGIN_ADMIN_TOKEN must be set to a real secret in production")

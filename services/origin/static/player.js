@@ -1,0 +1,215 @@
+// The vsp player: catalog, signed HLS playback through hls.js, a quality selector.
+//
+// Every URL is relative to where the page was loaded from, so the same page works when served
+// by the origin, an edge or the balancer. `?api=<base>` and `?media=<base>` point the API calls
+// and the media requests elsewhere; `?media=as-is` uses the stream API's URLs unchanged
+// (e.g. a configured CDN); `?mode=token` asks for path-token URLs.
+(function () {
+  "use strict";
+
+  const params = new URLSearchParams(location.search);
+  // The folder the page lives in: "/" for /player, "/cdn/" for /cdn/player.
+  const root = location.pathname.replace(/player\/?$/, "");
+  const apiBase = (params.get("api") || root).replace(/\/?$/, "/");
+  const mediaBase = params.get("media") || root;
+  const mode = params.get("mode") || "";
+
+  const video = document.getElementById("video");
+  const quality = document.getElementById("quality");
+  const levelLabel = document.getElementById("level");
+  const statusLine = document.getElementById("status");
+  const title = document.getElementById("title");
+  const catalog = document.getElementById("catalog");
+  const catalogStatus = document.getElementById("catalog-status");
+
+  const state = { videoId: null, hls: null, refreshes: 0, errors: [], switches: [] };
+  window.vspPlayer = { state, video, play, loadCatalog };
+
+  function say(message, isError) {
+    statusLine.textContent = message;
+    statusLine.classList.toggle("error", Boolean(isError));
+  }
+
+  async function getJson(path, options) {
+    const response = await fetch(apiBase + path, options);
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const error = new Error(body.detail || response.statusText);
+      error.status = response.status;
+      error.body = body;
+      throw error;
+    }
+    return body;
+  }
+
+  // The stream API answers with absolute URLs for whoever asked; fetch media from our own base.
+  function mediaUrl(url) {
+    if (!url || mediaBase === "as-is") return url;
+    const parsed = new URL(url, location.href);
+    const at = parsed.pathname.indexOf("/origin/");
+    if (at < 0) return url;
+    const base = mediaBase.replace(/\/?$/, "/");
+    return base + parsed.pathname.slice(at + 1) + parsed.search;
+  }
+
+  function kbps(bits) {
+    return Math.round(bits / 1000) + " kb/s";
+  }
+
+  function levelName(level) {
+    const size = level.height ? level.height + "p" : level.name || "audio";
+    return size + " · " + kbps(level.bitrate);
+  }
+
+  function fillQualities(hls) {
+    quality.innerHTML = "";
+    const auto = new Option("Auto", "-1");
+    quality.add(auto);
+    hls.levels
+      .map((level, index) => ({ level, index }))
+      .sort((a, b) => b.level.bitrate - a.level.bitrate)
+      .forEach(({ level, index }) => quality.add(new Option(levelName(level), String(index))));
+    quality.value = "-1";
+    quality.disabled = hls.levels.length < 2;
+  }
+
+  async function streamFor(id, refresh) {
+    if (refresh) {
+      return getJson("api/stream/refresh", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(mode ? { video_id: id, mode } : { video_id: id }),
+      });
+    }
+    return getJson("api/stream/" + encodeURIComponent(id) + (mode ? "?mode=" + mode : ""));
+  }
+
+  function attach(source, startAt) {
+    if (state.hls) state.hls.destroy();
+    if (!window.Hls || !Hls.isSupported()) {
+      // Safari and iOS play HLS natively.
+      video.src = source;
+      video.currentTime = startAt || 0;
+      video.play().catch(() => {});
+      return;
+    }
+    const hls = new Hls({ startPosition: startAt || -1, capLevelToPlayerSize: false });
+    state.hls = hls;
+    window.vspPlayer.hls = hls;
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      fillQualities(hls);
+      video.play().catch((error) => say("press play to start (" + error.name + ")"));
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
+      const level = hls.levels[data.level];
+      state.switches.push(data.level);
+      levelLabel.textContent = level ? "playing " + levelName(level) : "";
+    });
+    hls.on(Hls.Events.ERROR, (_event, data) => {
+      const code = data.response && data.response.code;
+      state.errors.push({ type: data.type, details: data.details, fatal: data.fatal, code });
+      if (!data.fatal) return;
+      if (code === 403 && state.refreshes < 3) {
+        // Signatures outlive playback, but a very long pause can outlast them: re-sign, resume.
+        state.refreshes += 1;
+        say("refreshing the signed URLs");
+        start(state.videoId, video.currentTime, true);
+        return;
+      }
+      say("playback failed: " + data.details + (code ? " (HTTP " + code + ")" : ""), true);
+    });
+    hls.loadSource(source);
+    hls.attachMedia(video);
+  }
+
+  async function start(id, startAt, refresh) {
+    try {
+      const stream = await streamFor(id, refresh);
+      state.stream = stream;
+      attach(mediaUrl(stream.master_url), startAt);
+      say("");
+    } catch (error) {
+      if (error.status === 409) {
+        const progress = await getJson("api/videos/" + encodeURIComponent(id)).catch(() => null);
+        const percent = progress && progress.progress && progress.progress.percent;
+        say("not ready yet: " + (error.body.state || "processing") +
+          (percent ? " " + Math.round(percent) + "%" : ""));
+        setTimeout(() => { if (state.videoId === id) start(id, startAt, refresh); }, 2000);
+        return;
+      }
+      say("cannot play: " + error.message, true);
+    }
+  }
+
+  async function play(id) {
+    state.videoId = id;
+    state.refreshes = 0;
+    const url = new URL(location.href);
+    url.searchParams.set("video", id);
+    history.replaceState(null, "", url);
+    for (const item of catalog.querySelectorAll("button")) {
+      item.setAttribute("aria-current", String(item.dataset.id === id));
+    }
+    try {
+      const details = await getJson("api/videos/" + encodeURIComponent(id));
+      title.textContent = details.title || details.filename || id;
+      if (details.poster_url) video.poster = mediaUrl(details.poster_url);
+    } catch (error) {
+      say("cannot load the video: " + error.message, true);
+      return;
+    }
+    await start(id, 0, false);
+  }
+
+  function duration(seconds) {
+    if (!seconds) return "";
+    const s = Math.round(seconds);
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  }
+
+  function entry(item) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.id = item.id;
+    button.setAttribute("aria-current", String(item.id === state.videoId));
+    const img = document.createElement("img");
+    img.alt = "";
+    if (item.poster_url) img.src = mediaUrl(item.poster_url);
+    const text = document.createElement("span");
+    const name = document.createElement("strong");
+    name.textContent = item.title || item.filename || item.id;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const ladder = item.renditions.map((r) => r.name).join(" / ");
+    meta.textContent = [duration(item.duration_seconds), item.state, ladder].filter(Boolean).join(" · ");
+    text.append(name, meta);
+    button.append(img, text);
+    button.addEventListener("click", () => play(item.id));
+    li.append(button);
+    return li;
+  }
+
+  async function loadCatalog(query) {
+    catalogStatus.textContent = "loading…";
+    try {
+      const page = await getJson("api/videos?limit=50" + (query ? "&q=" + encodeURIComponent(query) : ""));
+      catalog.replaceChildren(...page.items.map(entry));
+      catalogStatus.textContent = page.total + " video" + (page.total === 1 ? "" : "s");
+    } catch (error) {
+      catalogStatus.textContent = "catalog unavailable: " + error.message;
+    }
+  }
+
+  quality.addEventListener("change", () => {
+    if (state.hls) state.hls.currentLevel = Number(quality.value);
+  });
+  document.getElementById("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadCatalog(document.getElementById("q").value.trim());
+  });
+
+  loadCatalog("");
+  const initial = params.get("video");
+  if (initial) play(initial);
+})();

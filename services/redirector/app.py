@@ -1,0 +1,43 @@
+"""Redirector (8010-8013): the ratio balancer between the CDN and the origin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.redirector.asgi import FastRedirect
+from services.redirector.routes import router
+from services.redirector.service import Redirector
+from services.redirector.settings import Settings
+from shared.db.engine import Database
+from shared.resources import Resources
+
+
+def build(settings: Settings | None = None) -> Any:
+    """The redirector app, behind the plain-ASGI redirect path unless that is switched off."""
+    from shared.app import create_app
+
+    settings = settings or Settings()
+    redirector = Redirector(settings)
+
+    async def start(_: FastAPI, __: Resources) -> None:
+        # Its own engine rather than the factory's: a redirector stays ready with the database
+        # down, answering from the configuration it holds.
+        redirector.db = Database(settings.database_url, pool_size=2)
+        await redirector.start()
+
+    async def stop(_: FastAPI, __: Resources) -> None:
+        await redirector.stop()
+        if redirector.db is not None:
+            await redirector.db.close()
+
+    app = create_app(
+        service="redirector",
+        settings=settings,
+        routers=[router],
+        on_startup=[start],
+        on_shutdown=[stop],
+    )
+    app.state.redirector = redirector
+    return FastRedirect(app, redirector) if settings.redirector_fast_path else app

@@ -1,0 +1,345 @@
+"""The transcode use case: probe, one ffmpeg run published as it goes, measure, commit.
+
+Each run writes under its own prefix ``videos/{id}/hls/{run}/``, so a redelivered job never
+mixes its objects with an earlier run's and an edge never caches two runs' bytes under one
+name. A run holds the video's lease (one writer at a time), first removes what dead runs left,
+and removes its own objects when it fails or hands the job back. The row turns ready in the
+same transaction that replaces the renditions; the measured master playlist is stored just
+before that, so a ready video always has its final playlists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.transcoder import ffmpeg
+from services.transcoder.ladder import Rung, plan_ladder
+from services.transcoder.lease import Lease
+from services.transcoder.package import (
+    content_type,
+    init_segment,
+    master_playlist,
+    measure_variant,
+    variant_codecs,
+    vod_playlist,
+)
+from services.transcoder.publish import MASTER, LivePublisher
+from services.transcoder.settings import Settings
+from shared import progress
+from shared.db.models import VideoState
+from shared.db.repositories import VideoRepository
+from shared.errors import NotFound
+from shared.ffprobe import MediaInfo, probe
+from shared.hls import media_durations
+from shared.mq.messages import TranscodeJob, VideoEvent
+from shared.resources import Resources
+from shared.storage.local import media_location
+from shared.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+
+class IncompleteOutput(RuntimeError):
+    """ffmpeg ended without error but wrote less media than the source declares."""
+
+
+class VideoDeleted(RuntimeError):
+    """The video was deleted while its transcode ran: stop and take back what the run wrote."""
+
+
+async def check_still_wanted(res: Resources, video_id: uuid.UUID) -> None:
+    """Raise VideoDeleted once the video's row is gone or marked deleted."""
+    async with res.need_db().session() as session:
+        video = await VideoRepository(session).find(video_id)
+    if video is None or video.state == VideoState.deleted.value:
+        raise VideoDeleted(f"video {video_id} was deleted")
+
+
+def hls_root(video_id: uuid.UUID) -> str:
+    """Every run's outputs of a video live under this prefix."""
+    return f"videos/{video_id}/hls/"
+
+
+def run_prefix(video_id: uuid.UUID, run_id: str) -> str:
+    """The outputs of one run."""
+    return f"{hls_root(video_id)}{run_id}/"
+
+
+@dataclass
+class Outcome:
+    skipped: bool
+    media_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+async def start_job(res: Resources, job: TranscodeJob) -> bool:
+    """Mark the video transcoding; False when there is nothing to do (ready, deleted, gone)."""
+    async with res.need_db().session() as session:
+        repo = VideoRepository(session)
+        video = await repo.find(job.video_id)
+        if video is None or video.state in (VideoState.ready.value, VideoState.deleted.value):
+            return False
+        if video.state != VideoState.transcoding.value:
+            await repo.transition(video, VideoState.transcoding)
+        # Whatever an earlier run exposed is about to be deleted.
+        await repo.set_fields(job.video_id, error=None, master_key=None, poster_key=None)
+    return True
+
+
+async def transcode(res: Resources, settings: Settings, job: TranscodeJob) -> Outcome:
+    """Run the job; idempotent for redelivered and duplicated messages."""
+    run_id = uuid.uuid4().hex[:12]
+    lease = Lease(res.need_redis(), job.video_id, run_id, settings.transcoder_lease_seconds)
+    await lease.acquire()
+    async with lease.kept():
+        if not await start_job(res, job):
+            log.info("job %s: video %s needs no transcode; skipping", job.job_id, job.video_id)
+            return Outcome(skipped=True)
+        await res.need_store().delete_prefix(hls_root(job.video_id))
+        prefix = run_prefix(job.video_id, run_id)
+        try:
+            return await _run(res, settings, job, prefix)
+        except VideoDeleted:
+            await _abandon(res, job.video_id, prefix)
+            log.info(
+                "job %s: video %s was deleted mid-transcode; stopped and removed the run",
+                job.job_id,
+                job.video_id,
+            )
+            return Outcome(skipped=True)
+        except BaseException:
+            await _abandon(res, job.video_id, prefix)
+            raise
+
+
+async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: str) -> Outcome:
+    store = res.need_store()
+    started = time.monotonic()
+    work_root = settings.transcoder_work_dir
+    if work_root is not None:
+        work_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"vsp-{job.video_id}-", dir=work_root))
+    try:
+        async with media_location(store, job.source_key) as source:
+            info = await probe(source)
+            rungs = plan_ladder(info)
+            if settings.transcoder_max_rungs:
+                rungs = rungs[: settings.transcoder_max_rungs]
+            log.info(
+                "job %s: %.1f s source, ladder %s",
+                job.job_id,
+                info.duration_seconds,
+                ", ".join(r.name for r in rungs),
+            )
+            out = work / "hls"
+            out.mkdir()
+            poster = work / "poster.jpg" if info.has_video else None
+            opts = ffmpeg.EncodeOptions(
+                segment_seconds=settings.transcoder_segment_seconds,
+                gop_seconds=settings.transcoder_gop_seconds,
+                preset=settings.transcoder_preset,
+                threads=settings.transcoder_threads,
+            )
+            publisher = LivePublisher(
+                store, out, prefix, rungs, info, lambda: _expose(res, job.video_id, prefix)
+            )
+            command = ffmpeg.build_command(source, out, info, rungs, opts, poster=poster)
+            await _encode_and_publish(
+                command,
+                publisher,
+                settings.transcoder_publish_interval_seconds,
+                _progress_reporter(res, job, info),
+            )
+        _check_complete(out, rungs, info)
+        await publisher.sync()
+        renditions = await _finish(res, out, prefix, rungs, info, poster)
+        async with res.need_db().session() as session:
+            repo = VideoRepository(session)
+            try:
+                video = await repo.get(job.video_id, for_update=True)
+            except NotFound as exc:
+                raise VideoDeleted(str(exc)) from exc
+            await repo.replace_renditions(job.video_id, renditions)
+            video.master_key = prefix + MASTER
+            video.poster_key = prefix + "poster.jpg" if poster and poster.exists() else None
+            await repo.transition(video, VideoState.ready)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+    wall = time.monotonic() - started
+    await progress.publish(res.need_redis(), job.video_id, stage="ready", percent=100.0)
+    await _event(res, "video.ready", job.video_id, VideoState.ready, wall_seconds=wall)
+    return Outcome(False, info.duration_seconds, wall)
+
+
+async def _encode_and_publish(
+    command: list[str],
+    publisher: LivePublisher,
+    interval_seconds: float,
+    report: ffmpeg.ProgressCallback,
+) -> None:
+    """Run ffmpeg while the publisher mirrors its output; either failing stops both."""
+    encode = asyncio.create_task(ffmpeg.run(command, on_progress=report))
+    mirror = asyncio.create_task(publisher.run(interval_seconds))
+    try:
+        done, _ = await asyncio.wait({encode, mirror}, return_when=asyncio.FIRST_COMPLETED)
+        if mirror in done:
+            mirror.result()  # raises why publishing stopped
+        await encode
+    finally:
+        await cancel_and_wait(encode, mirror)
+
+
+def _progress_reporter(
+    res: Resources, job: TranscodeJob, info: MediaInfo
+) -> ffmpeg.ProgressCallback:
+    last_sent = 0.0
+
+    async def report(p: ffmpeg.Progress) -> None:
+        nonlocal last_sent
+        now = time.monotonic()
+        if now - last_sent < 1 and not p.done:
+            return
+        last_sent = now
+        # A deleted video's transcode stops here, within a second, instead of running on.
+        await check_still_wanted(res, job.video_id)
+        percent = p.percent(info.duration_seconds)
+        await progress.publish(
+            res.need_redis(),
+            job.video_id,
+            stage="transcoding",
+            percent=percent,
+            fps=p.fps,
+            speed=p.speed,
+        )
+        await _event(
+            res,
+            "video.progress",
+            job.video_id,
+            VideoState.transcoding,
+            percent=percent,
+            fps=p.fps,
+            speed=p.speed,
+        )
+
+    return report
+
+
+def _check_complete(out: Path, rungs: list[Rung], info: MediaInfo) -> None:
+    """Refuse a ladder shorter than the source: ffmpeg stops quietly at a truncated input."""
+    slack = max(1.0, 0.05 * info.duration_seconds)
+    for rung in rungs:
+        playlist = out / rung.name / "index.m3u8"
+        written = sum(media_durations(playlist.read_text())) if playlist.exists() else 0.0
+        if written < info.duration_seconds - slack:
+            raise IncompleteOutput(
+                f"the source is truncated or corrupt: decoded {written:.1f} s "
+                f"of {info.duration_seconds:.1f} s"
+            )
+
+
+async def _finish(
+    res: Resources,
+    out: Path,
+    prefix: str,
+    rungs: list[Rung],
+    info: MediaInfo,
+    poster: Path | None,
+) -> list[dict[str, object]]:
+    """Store the VOD playlists, the poster and the measured master; the renditions' rows."""
+    store = res.need_store()
+    stats = []
+    for rung in rungs:
+        codecs = variant_codecs(rung, init_segment(out / rung.name), info.has_audio)
+        stats.append(measure_variant(out, rung, codecs))
+        final = vod_playlist((out / rung.name / "index.m3u8").read_text())
+        await store.put_bytes(
+            f"{prefix}{rung.name}/index.m3u8", final.encode(), content_type("index.m3u8")
+        )
+    if poster is not None and poster.exists():
+        await store.put_file(prefix + "poster.jpg", poster, content_type(poster.name))
+    await store.put_bytes(
+        prefix + MASTER, master_playlist(stats, info).encode(), content_type(MASTER)
+    )
+    return [
+        {
+            "name": s.rung.name,
+            "kind": s.rung.kind,
+            "width": s.rung.width,
+            "height": s.rung.height,
+            "bandwidth": s.peak_bps,
+            "average_bandwidth": s.average_bps,
+            "codecs": s.codecs,
+            "frame_rate": info.frame_rate if s.rung.kind == "video" else None,
+            "playlist_key": prefix + s.playlist,
+        }
+        for s in stats
+    ]
+
+
+async def _expose(res: Resources, video_id: uuid.UUID, prefix: str) -> None:
+    """Point the row at the live master so the video can be watched while it transcodes."""
+    async with res.need_db().session() as session:
+        await VideoRepository(session).set_fields(video_id, master_key=prefix + MASTER)
+    await progress.publish(res.need_redis(), video_id, stage="transcoding", playable=True)
+
+
+async def _abandon(res: Resources, video_id: uuid.UUID, prefix: str) -> None:
+    """Withdraw a failed or handed-back run: unexpose it and delete its objects."""
+    try:
+        async with res.need_db().session() as session:
+            repo = VideoRepository(session)
+            video = await repo.find(video_id)
+            if video is not None and video.master_key and video.master_key.startswith(prefix):
+                await repo.set_fields(video_id, master_key=None, poster_key=None)
+        await res.need_store().delete_prefix(prefix)
+    except Exception:
+        # The next run (or fail_video) removes the prefix anyway; never hide the first error.
+        log.exception("could not clean up %s", prefix)
+
+
+async def _event(
+    res: Resources, kind: str, video_id: uuid.UUID, state: VideoState, **data: object
+) -> None:
+    try:
+        await res.need_broker().publish_event(
+            VideoEvent(type=kind, video_id=video_id, state=state.value, data=data)  # type: ignore[arg-type]
+        )
+    except Exception:
+        log.warning("could not publish %s for %s", kind, video_id)
+
+
+async def fail_video(res: Resources, video_id: uuid.UUID, reason: str) -> None:
+    """Mark the video failed with ``reason`` and remove any partial outputs."""
+    async with res.need_db().session() as session:
+        repo = VideoRepository(session)
+        try:
+            video = await repo.get(video_id, for_update=True)
+        except NotFound:
+            return
+        if video.state == VideoState.ready.value:
+            return
+        video.state = VideoState.failed.value
+        video.error = reason
+        video.master_key = None
+        video.poster_key = None
+        await repo.replace_renditions(video_id, [])
+    await res.need_store().delete_prefix(hls_root(video_id))
+    await progress.publish(res.need_redis(), video_id, stage="failed", error=reason)
+    await _event(res, "video.failed", video_id, VideoState.failed, reason=reason)
+
+
+async def requeue_video(res: Resources, video_id: uuid.UUID) -> None:
+    """Put a video whose job was handed back into the queued state again."""
+    async with res.need_db().session() as session:
+        repo = VideoRepository(session)
+        video = await repo.find(video_id)
+        if video is not None and video.state == VideoState.transcoding.value:
+            await repo.transition(video, VideoState.queued)
+            await repo.set_fields(video_id, master_key=None, poster_key=None)

@@ -1,0 +1,24 @@
+"""Upload service (8001): streamed uploads to the object store."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.common import outbox_hooks, video_router
+from services.upload.routes import router
+from services.upload.settings import Settings
+from shared.app import create_app
+
+
+def build(settings: Settings | None = None) -> FastAPI:
+    """The upload app."""
+    settings = settings or Settings()
+    start, stop = outbox_hooks()
+    return create_app(
+        service="upload",
+        settings=settings,
+        routers=[router, video_router],
+        uses={"db", "redis", "mq", "storage"},
+        on_startup=[start],
+        on_shutdown=[stop],
+    )

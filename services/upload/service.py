@@ -1,0 +1,133 @@
+"""Streamed upload use case: store the body as it arrives, verify it, hand it to finalize.
+
+The size limit and the ``Content-Digest`` are checked inside the stream the store consumes, so a
+body that is too big or does not match fails before the object is committed: the filesystem
+store drops its temporary file, the S3 store aborts its multipart upload, and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, replace
+
+from services.upload.form import StreamingForm
+from shared import progress
+from shared.db.models import Video
+from shared.db.repositories import VideoRepository
+from shared.errors import AppError, BadRequest, Conflict
+from shared.ingest import SourceMetadata, finalize_source, reject_progress, source_key
+from shared.resources import Resources
+from shared.streams import MeteredStream
+
+# Room for the multipart framing and text fields around the file.
+_FORM_OVERHEAD_BYTES = 1024 * 1024
+_CLAIM_SECONDS = 24 * 3600
+
+
+class UploadInterrupted(BadRequest):
+    code = "upload_interrupted"
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    video_id: uuid.UUID
+    max_bytes: int
+    expected_sha256: bytes | None
+    meta: SourceMetadata
+    declared_bytes: int | None = None
+    form_boundary: bytes | None = None
+    progress_interval_seconds: float = 0.5
+
+
+async def claim_video_id(res: Resources, video_id: uuid.UUID) -> None:
+    """Reserve a client-chosen id; Conflict if a video or an upload already has it."""
+    redis = res.need_redis()
+    if not await redis.set(f"vsp:video-claim:{video_id}", 1, nx=True, ex=_CLAIM_SECONDS):
+        raise Conflict(f"video {video_id} already exists or is being uploaded")
+    async with res.need_db().session() as session:
+        if await VideoRepository(session).find(video_id) is not None:
+            raise Conflict(f"video {video_id} already exists")
+
+
+async def _reporting(
+    res: Resources, request: UploadRequest, raw: MeteredStream, source: AsyncIterable[bytes]
+) -> AsyncIterator[bytes]:
+    redis = res.need_redis()
+
+    async def report() -> None:
+        await progress.publish(
+            redis,
+            request.video_id,
+            stage="uploading",
+            bytes_received=raw.size,
+            bytes_total=request.declared_bytes,
+        )
+
+    await report()
+    last = time.monotonic()
+    async for chunk in source:
+        yield chunk
+        now = time.monotonic()
+        if now - last >= request.progress_interval_seconds:
+            last = now
+            await report()
+    await report()
+
+
+async def accept_upload(
+    res: Resources, body: AsyncIterable[bytes], request: UploadRequest
+) -> Video:
+    """Stream ``body`` (raw or a form) to storage, verify size and digest, then finalize."""
+    store = res.need_store()
+    key = source_key(request.video_id)
+    form: StreamingForm | None = None
+    if request.form_boundary is None:
+        raw = MeteredStream(body, request.max_bytes, request.expected_sha256)
+        content = raw
+    else:
+        raw = MeteredStream(body, request.max_bytes + _FORM_OVERHEAD_BYTES, request.expected_sha256)
+        form = StreamingForm(raw, request.form_boundary)
+        content = MeteredStream(form.file_chunks(), request.max_bytes)
+    try:
+        # The store batches small chunks into big writes itself, without copying them.
+        await store.put_stream(key, _reporting(res, request, raw, content))
+    except AppError as exc:
+        await reject_progress(res, request.video_id, exc.detail)
+        raise
+    except BaseException:
+        await reject_progress(res, request.video_id, "the upload was interrupted")
+        raise
+    meta = request.meta
+    if form is not None:
+        try:
+            meta = _form_metadata(meta, form)
+        except AppError as exc:
+            await store.delete(key)
+            await reject_progress(res, request.video_id, exc.detail)
+            raise
+    return await finalize_source(
+        res,
+        video_id=request.video_id,
+        key=key,
+        size=content.size,
+        sha256=content.sha256_hex,
+        meta=meta,
+    )
+
+
+def _form_metadata(meta: SourceMetadata, form: StreamingForm) -> SourceMetadata:
+    fields = form.fields
+    tags = meta.tags
+    if fields.get("tags"):
+        tags = [t.strip() for t in fields["tags"].split(",") if t.strip()]
+        if len(tags) > 32 or any(len(t) > 64 for t in tags):
+            raise BadRequest("at most 32 tags of at most 64 characters each")
+    return replace(
+        meta,
+        title=fields.get("title", meta.title)[:200],
+        description=fields.get("description", meta.description)[:5000],
+        tags=tags,
+        filename=(form.filename or meta.filename or "")[:255] or None,
+    )

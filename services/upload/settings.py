@@ -1,0 +1,45 @@
+"""Upload service settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.upload.tls import ensure_self_signed
+from shared.settings import BaseServiceSettings
+
+
+class Settings(BaseServiceSettings):
+    upload_max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    upload_port: int = 8001
+    upload_tls_port: int = Field(
+        default=8441, description="HTTPS (h2 by ALPN, HTTP/1.1) port; needs the cert and key"
+    )
+    upload_tls_cert_file: Path | None = None
+    upload_tls_key_file: Path | None = Field(default=None, description="PKCS#8 PEM key")
+    upload_tls_self_signed: bool = Field(
+        default=False,
+        description="Make a self-signed certificate at the cert and key paths if they are missing",
+    )
+    upload_h2_stream_window_bytes: int = Field(default=4 * 1024**2, ge=65535)
+    upload_h2_connection_window_bytes: int = Field(default=8 * 1024**2, ge=65535)
+    upload_http1_buffer_bytes: int = Field(
+        default=1024**2 + 8192,
+        ge=8192,
+        description="Granian's HTTP/1.1 read buffer: the largest body chunk the app receives",
+    )
+    upload_progress_interval_seconds: float = Field(default=0.5, gt=0)
+
+    def tls_listener(self) -> tuple[int, Path, Path] | None:
+        """Port, certificate and key of the TLS listener, when one is configured.
+
+        With ``upload_tls_self_signed`` a missing pair is created first (for localhost and the
+        compose service name), so a development stack serves h2 over TLS with no setup.
+        """
+        cert, key = self.upload_tls_cert_file, self.upload_tls_key_file
+        if not (self.upload_tls_port and cert and key):
+            return None
+        if self.upload_tls_self_signed:
+            ensure_self_signed(cert, key, hosts=("localhost", "127.0.0.1", "upload"))
+        return self.upload_tls_port, cert, key

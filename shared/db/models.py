@@ -1,0 +1,168 @@
+"""ORM models. The videos table carries the state machine every service follows."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class VideoState(enum.StrEnum):
+    """uploading -> uploaded -> queued -> transcoding -> ready | failed; any -> deleted."""
+
+    uploading = "uploading"
+    uploaded = "uploaded"
+    queued = "queued"
+    transcoding = "transcoding"
+    ready = "ready"
+    failed = "failed"
+    deleted = "deleted"
+
+
+ALLOWED_TRANSITIONS: dict[VideoState, frozenset[VideoState]] = {
+    VideoState.uploading: frozenset({VideoState.uploaded, VideoState.failed, VideoState.deleted}),
+    VideoState.uploaded: frozenset({VideoState.queued, VideoState.failed, VideoState.deleted}),
+    VideoState.queued: frozenset({VideoState.transcoding, VideoState.failed, VideoState.deleted}),
+    VideoState.transcoding: frozenset(
+        {
+            VideoState.transcoding,
+            VideoState.queued,
+            VideoState.ready,
+            VideoState.failed,
+            VideoState.deleted,
+        }
+    ),
+    VideoState.ready: frozenset({VideoState.deleted}),
+    VideoState.failed: frozenset({VideoState.queued, VideoState.deleted}),
+    VideoState.deleted: frozenset(),
+}
+
+
+class Video(Base):
+    __tablename__ = "videos"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
+    state: Mapped[str] = mapped_column(String(16), index=True, default=VideoState.uploading.value)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    source_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    source_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    has_video: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_audio: Mapped[bool] = mapped_column(Boolean, default=False)
+    master_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    poster_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    renditions: Mapped[list[Rendition]] = relationship(
+        back_populates="video", cascade="all, delete-orphan", order_by="Rendition.bandwidth.desc()"
+    )
+
+
+class Rendition(Base):
+    __tablename__ = "renditions"
+    __table_args__ = (UniqueConstraint("video_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("videos.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(8))
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bandwidth: Mapped[int] = mapped_column(Integer)
+    average_bandwidth: Mapped[int] = mapped_column(Integer)
+    codecs: Mapped[str] = mapped_column(String(128))
+    frame_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    playlist_key: Mapped[str] = mapped_column(String(512))
+
+    video: Mapped[Video] = relationship(back_populates="renditions")
+
+
+class TranscodeJob(Base):
+    """The outbox: written with the state change, published after commit by the relay."""
+
+    __tablename__ = "transcode_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("videos.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(32), default="transcode")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    worker_mode: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Upload(Base):
+    """tus upload state."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    video_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    length: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    upload_metadata: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    storage_upload_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    parts: Mapped[list[Any]] = mapped_column(JSONB, default=list)
+    # Bytes received but too few for a storage part yet, kept as an object of their own.
+    tail_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    tail_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    is_partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    partials: Mapped[list[str] | None] = mapped_column(JSONB, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RedirectorConfig(Base):
+    __tablename__ = "redirector_config"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cdn_host: Mapped[str] = mapped_column(String(253))
+    ratio: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int] = mapped_column(Integer, default=302)
+    sticky: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

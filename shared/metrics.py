@@ -1,0 +1,30 @@
+"""Process-wide Prometheus metrics shared by every HTTP service.
+
+Labels carry route templates, never raw paths or ids, so cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests handled, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from request start to the end of the response body.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+HTTP_IN_PROGRESS = Gauge(
+    "http_requests_in_progress",
+    "Requests currently being served (for media routes: concurrent streams).",
+    ["route"],
+)
+HTTP_RESPONSE_BYTES = Counter(
+    "http_response_bytes_total",
+    "Response body bytes sent, by route template.",
+    ["route"],
+)

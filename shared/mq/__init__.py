@@ -1,0 +1,1 @@
+"""RabbitMQ: topology, typed messages, publisher with confirms, consumer helpers."""

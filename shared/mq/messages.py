@@ -1,0 +1,46 @@
+"""Typed messages: jobs (discriminated by ``type``) and video events."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class TranscodeJob(BaseModel):
+    """Turn a stored source into an HLS ladder."""
+
+    type: Literal["transcode"] = "transcode"
+    job_id: uuid.UUID
+    video_id: uuid.UUID
+    source_key: str
+    attempt: int = 1
+    published_at: float = Field(default_factory=time.time)
+
+
+class PurgeJob(BaseModel):
+    """Delete every object of a deleted video."""
+
+    type: Literal["purge"] = "purge"
+    job_id: uuid.UUID
+    video_id: uuid.UUID
+    attempt: int = 1
+    published_at: float = Field(default_factory=time.time)
+
+
+Job = Annotated[TranscodeJob | PurgeJob, Field(discriminator="type")]
+JOB_ADAPTER: TypeAdapter[TranscodeJob | PurgeJob] = TypeAdapter(Job)
+
+EventType = Literal["video.uploaded", "video.progress", "video.ready", "video.failed"]
+
+
+class VideoEvent(BaseModel):
+    """Published on the ``video.events`` topic exchange; the routing key is ``type``."""
+
+    type: EventType
+    video_id: uuid.UUID
+    state: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    at: float = Field(default_factory=time.time)

@@ -1,0 +1,71 @@
+"""Settings base shared by every service.
+
+Infrastructure URLs are unprefixed (``DATABASE_URL``, ``REDIS_URL``, ``AMQP_URL``, storage);
+service knobs carry the service prefix. Only services build settings: ``shared`` takes values
+as arguments and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SIGNING_SECRET = "dev-only-signing-secret-change-me"
+
+
+class BaseServiceSettings(BaseSettings):
+    """Connection settings every process needs."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["local", "test", "production"] = "local"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/vsp"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    mq_prefix: str = Field(default="vsp", description="Name prefix of every exchange and queue")
+    mq_retry_delays_seconds: tuple[int, ...] = (2, 8, 32)
+    amqp_heartbeat_seconds: int = Field(default=30, ge=0, description="0 disables heartbeats")
+
+    storage_backend: Literal["fs", "s3"] = "fs"
+    storage_root: Path = Path("var/objects")
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = "minioadmin"
+    s3_bucket: str = "videos"
+    s3_secure: bool = False
+    s3_region: str | None = None
+
+    signing_secret: str = DEV_SIGNING_SECRET
+    signing_key_id: str = "k1"
+    signing_previous_keys: dict[str, str] = Field(default_factory=dict)
+
+    public_origin_url: str | None = Field(
+        default=None, description="Base URL viewers reach the origin at; default: the request's"
+    )
+    log_level: str = "INFO"
+    log_json: bool = False
+    fault_delay_seconds: float = Field(
+        default=0, ge=0, le=60, description="Injected delay per request, for resilience tests"
+    )
+    fault_admin_token: str | None = Field(
+        default=None, description="Enables PUT /admin/fault to change the delay at run time"
+    )
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: str) -> str:
+        if len(value) < 16:
+            raise ValueError("SIGNING_SECRET must be at least 16 characters")
+        return value
+
+    def model_post_init(self, __context: object) -> None:
+        if self.environment == "production" and self.signing_secret == DEV_SIGNING_SECRET:
+            raise ValueError("SIGNING_SECRET must be set to a real secret in production")
+
+    @property
+    def signing_keys(self) -> dict[str, str]:
+        """All keys accepted for verification: the current one and those being retired."""
+        return {**self.signing_previous_keys, self.signing_key_id: self.signing_secret}

@@ -1,0 +1,53 @@
+"""The browser upload page: headless Chromium uploads with tus-js-client and sees "ready"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.support import Processes, launch_chromium, make_clip
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("site", ["same", "other"])
+def test_chromium_uploads_through_the_page_and_sees_ready(
+    procs: Processes, media_dir: Path, site: str
+) -> None:
+    service = procs.service("chunked_upload")
+    procs.worker("push")
+    page_url = f"{service.url}/upload"
+    if site == "other":
+        # The page from http://localhost:PORT sends to http://127.0.0.1:PORT: another origin,
+        # so the upload and its events only work if the service answers CORS as browsers want.
+        page_url = (
+            f"{service.url.replace('127.0.0.1', 'localhost')}/upload?endpoint={service.url}/files/"
+        )
+    clip = make_clip(media_dir / "page-clip.mp4", seconds=2, size="320x180")
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(page_url)
+            page.set_input_files("#file", str(clip))
+            page.fill("#title", "From Chromium")
+            page.click("#start")
+            page.wait_for_function(
+                "document.getElementById('status').textContent === 'done'", timeout=60_000
+            )
+            assert page.eval_on_selector("#bar", "e => e.value") == 100
+            page.wait_for_function(
+                "document.getElementById('state').textContent === 'ready'", timeout=180_000
+            )
+            video_id = page.text_content("#video-id")
+            assert not errors, errors
+        finally:
+            browser.close()
+    video = httpx.get(f"{service.url}/api/videos/{video_id}").json()
+    assert video["state"] == "ready" and video["title"] == "From Chromium"
+    assert video["filename"] == "page-clip.mp4" and video["size_bytes"] == clip.stat().st_size

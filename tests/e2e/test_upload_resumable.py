@@ -1,0 +1,139 @@
+"""``vsp upload --resumable``: killed clients and a killed server resume byte-exact."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.resources import Resources
+from tests.support import ROOT, VSP, Processes, free_port, make_clip, wait_for
+from tests.support_upload import MIB, padded_media, sha256_file
+
+pytestmark = pytest.mark.e2e
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+@pytest.fixture
+def source(media_dir: Path) -> Path:
+    clip = make_clip(media_dir / "resumable-clip.mp4", seconds=2, size="320x180")
+    return padded_media(clip, media_dir / "resumable-4m.mp4", 4 * MIB + 321)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*VSP, "upload", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def saved_urls(home: Path) -> list[str]:
+    path = home / ".cache" / "vsp" / "resumable-uploads.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return next(iter(state.values()), [])
+
+
+def server_offset(url: str) -> int:
+    response = httpx.head(url, headers=TUS, timeout=5)
+    return int(response.headers["upload-offset"]) if response.status_code == 200 else -1
+
+
+async def stored_sha256(res: Resources, video_id: str) -> str:
+    digest = hashlib.sha256()
+    async for chunk in res.need_store().get_stream(f"videos/{video_id}/source"):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[dict, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out[out.index("{") :]), out
+
+
+async def test_cli_killed_mid_upload_resumes(
+    procs: Processes, test_env: dict[str, str], tmp_path: Path, source: Path, res: Resources
+) -> None:
+    service = procs.service("chunked_upload")
+    env = {**test_env, "HOME": str(tmp_path)}
+    args = ["--resumable", "--url", service.url or "", "--chunk-size", str(128 * 1024), str(source)]
+    first = cli(env, *args, "--limit-rate", str(MIB))
+    url = wait_for(lambda: (saved_urls(tmp_path) or [None])[0], timeout=60, what="upload created")
+    wait_for(lambda: server_offset(url) >= MIB, timeout=60, what="a first MiB stored")
+    first.kill()
+    first.wait()
+    reached = server_offset(url)
+    assert 0 < reached < source.stat().st_size
+
+    second = cli(env, *args)
+    video, out = finish(second)
+    assert video["id"] == url.rsplit("/", 1)[1]  # the same upload went on
+    assert "resuming" in out
+    assert await stored_sha256(res, video["id"]) == sha256_file(source)
+    assert video["sha256"] == sha256_file(source) and video["state"] in (
+        "queued",
+        "transcoding",
+        "ready",
+    )
+
+
+async def test_server_killed_mid_upload_then_restarted(
+    procs: Processes, test_env: dict[str, str], tmp_path: Path, source: Path, res: Resources
+) -> None:
+    port = free_port()
+    env = {"CHUNKED_UPLOAD_LOCK_TTL_SECONDS": "2"}
+    service = procs.service("chunked_upload", port=port, env=env)
+    client_env = {**test_env, "HOME": str(tmp_path)}
+    upload = cli(
+        client_env,
+        "--resumable",
+        "--url",
+        service.url or "",
+        "--chunk-size",
+        str(256 * 1024),
+        "--limit-rate",
+        str(MIB),
+        str(source),
+    )
+    url = wait_for(lambda: (saved_urls(tmp_path) or [None])[0], timeout=60, what="upload created")
+    wait_for(lambda: server_offset(url) >= MIB, timeout=60, what="a first MiB stored")
+    service.kill()  # SIGKILL, mid-request most likely: the client sees its connection drop
+    procs.service("chunked_upload", port=port, env=env)
+    video, _ = finish(upload)
+    assert video["id"] == url.rsplit("/", 1)[1]
+    assert await stored_sha256(res, video["id"]) == sha256_file(source)
+
+
+async def test_cli_parallel_partial_uploads(
+    procs: Processes, test_env: dict[str, str], tmp_path: Path, source: Path, res: Resources
+) -> None:
+    service = procs.service("chunked_upload")
+    proc = cli(
+        {**test_env, "HOME": str(tmp_path)},
+        "--resumable",
+        "--parallel",
+        "4",
+        "--url",
+        service.url or "",
+        "--title",
+        "four parts",
+        str(source),
+    )
+    video, _ = finish(proc)
+    assert video["title"] == "four parts" and video["size_bytes"] == source.stat().st_size
+    head = await asyncio.to_thread(httpx.head, f"{service.url}/files/{video['id']}", headers=TUS)
+    assert len(head.headers["upload-concat"].split(";", 1)[1].split()) == 4
+    assert await stored_sha256(res, video["id"]) == sha256_file(source)

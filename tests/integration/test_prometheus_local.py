@@ -1,0 +1,51 @@
+"""`vsp up` starts Prometheus on the suite's own ports when it is installed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.local import SuiteSettings, _start_prometheus
+from tests.support import free_port, wait_for, wait_http
+
+
+def test_vsp_up_prometheus_scrapes_the_suite_ports(tmp_path: Path) -> None:
+    settings = SuiteSettings(
+        prometheus_port=free_port(),
+        upload_port=free_port(),
+        edge_ports=(free_port(), free_port()),
+        worker_metrics_port=free_port(),
+    )
+    (tmp_path / "logs").mkdir()
+    proc = _start_prometheus(settings, tmp_path)
+    assert proc is not None
+    try:
+        url = f"http://127.0.0.1:{settings.prometheus_port}"
+        wait_http(f"{url}/-/ready", timeout=30)
+
+        def targets() -> list[dict]:
+            body = httpx.get(f"{url}/api/v1/targets", timeout=5).json()
+            return list(body["data"]["activeTargets"])
+
+        # upload, chunked_upload, origin, two edges, four redirectors, balancer, two workers
+        active = wait_for(lambda: len(targets()) == 12 and targets(), timeout=20, what="targets")
+        addresses = {t["labels"]["instance"] for t in active}
+        assert f"127.0.0.1:{settings.upload_port}" in addresses
+        assert {f"127.0.0.1:{p}" for p in settings.edge_ports} <= addresses
+        assert f"127.0.0.1:{settings.worker_metrics_port + 1}" in addresses
+        rules = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        assert len(rules) == 3
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_without_prometheus_the_suite_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert _start_prometheus(SuiteSettings(), tmp_path) is None
+    assert "apt-get install prometheus" in capsys.readouterr().out

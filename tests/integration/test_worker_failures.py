@@ -1,0 +1,100 @@
+"""Jobs that cannot succeed: retried with backoff, then failed, dead-lettered, cleaned up.
+
+Real worker processes on the session's queue (retry delays 1 s, 4 attempts in all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import httpx
+
+from shared.resources import Resources
+from tests.support import Processes, make_clip
+from tests.support_transcode import (
+    faststart_clip,
+    job_row,
+    queued_video,
+    run_ids,
+    state_in,
+    take_dead_letters,
+    truncate,
+    with_outbox_row,
+)
+
+
+async def test_corrupt_and_truncated_sources_fail_after_the_attempts_cap(
+    procs: Processes, res: Resources, media_dir: Path, tmp_path: Path
+) -> None:
+    topo = res.need_broker().topology
+    whole = faststart_clip(media_dir / "fast240.mp4", seconds=8, size="426x240")
+    truncated = await with_outbox_row(
+        res, await queued_video(res, truncate(whole, tmp_path / "truncated.mp4", 0.5))
+    )
+    # A valid header over garbage: it probes, then fails to decode.
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(whole.read_bytes()[:2048] + bytes(range(256)) * 400)
+    corrupt = await queued_video(res, garbage)
+
+    worker = procs.worker("pull")
+    for job in (truncated, corrupt):
+        await res.need_broker().publish_job(job)
+
+    for job, words in ((truncated, "truncated or corrupt"), (corrupt, "ffmpeg failed")):
+        video = await state_in(res, job.video_id, {"failed", "ready"}, within=120)
+        assert video.state == "failed"
+        assert video.error and words in video.error, video.error
+        assert video.master_key is None and video.renditions == []
+        # Partial segments were published while ffmpeg ran; none may remain.
+        assert await run_ids(res, job.video_id) == set()
+        dead = await take_dead_letters(res, job.video_id)
+        assert len(dead) == 1
+        assert dead[0].headers["x-failure-reason"] == video.error
+        assert b'"attempt":%d' % topo.max_attempts in dead[0].body
+
+    log = worker.log()
+    assert log.count(f"job {truncated.job_id} attempt") == topo.max_attempts - 1
+    row = await job_row(res, truncated)
+    assert (row.outcome, row.worker_mode, row.attempts) == ("failed", "pull", topo.max_attempts)
+    assert row.started_at is not None and row.finished_at is not None
+    assert row.started_at <= row.finished_at
+    # The counters move just after the dead letter is published: poll briefly. Jobs other tests
+    # of the session left on the shared queue may add to them, so they are lower bounds; the
+    # per-job log and dead-letter checks above are exact.
+    wanted = {"failed": 2.0, "retried": 2.0 * 3}
+    async with httpx.AsyncClient() as client:
+        for _ in range(50):
+            counts = _job_counts((await client.get(f"{worker.url}/metrics")).text)
+            if all(counts.get(k, 0) >= v for k, v in wanted.items()):
+                break
+            await asyncio.sleep(0.1)
+    for outcome, least in wanted.items():
+        assert counts.get(outcome, 0) >= least, counts
+
+
+def _job_counts(metrics: str) -> dict[str, float]:
+    """transcode_jobs_total of the pull worker, by outcome."""
+    counts = {}
+    for line in metrics.splitlines():
+        match = re.match(r'transcode_jobs_total\{mode="pull",outcome="(\w+)"\} (\S+)', line)
+        if match:
+            counts[match.group(1)] = float(match.group(2))
+    return counts
+
+
+async def test_a_job_over_its_timeout_is_retried_then_failed(
+    procs: Processes, res: Resources, media_dir: Path
+) -> None:
+    job = await with_outbox_row(
+        res, await queued_video(res, make_clip(media_dir / "t360-60.mp4", seconds=60))
+    )
+    procs.worker("push", env={"TRANSCODER_JOB_TIMEOUT_SECONDS": "1.5"})
+    await res.need_broker().publish_job(job)
+    video = await state_in(res, job.video_id, {"failed", "ready"}, within=90)
+    assert video.state == "failed" and video.error == "job timed out"
+    assert await run_ids(res, job.video_id) == set()
+    assert len(await take_dead_letters(res, job.video_id)) == 1
+    row = await job_row(res, job)
+    assert (row.outcome, row.worker_mode) == ("failed", "push"), (row.outcome, row.worker_mode)

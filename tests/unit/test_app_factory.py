@@ -1,0 +1,76 @@
+"""The shared app factory: error rendering, request ids, route-template metrics, health."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import APIRouter
+
+from shared.app import create_app
+from shared.errors import Conflict, NotFound
+from shared.settings import BaseServiceSettings
+
+router = APIRouter()
+
+
+@router.get("/things/{thing_id}")
+async def thing(thing_id: int) -> dict[str, int]:
+    if thing_id == 404:
+        raise NotFound("no such thing", thing_id=thing_id)
+    if thing_id == 409:
+        raise Conflict("busy")
+    if thing_id == 500:
+        raise RuntimeError("boom")
+    return {"id": thing_id}
+
+
+@pytest.fixture
+async def client():  # type: ignore[no-untyped-def]
+    app = create_app(service="t", settings=BaseServiceSettings(), routers=[router])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c
+
+
+async def test_domain_errors_render_as_json(client: httpx.AsyncClient) -> None:
+    r = await client.get("/things/404")
+    assert r.status_code == 404
+    assert r.json() == {"error": "not_found", "detail": "no such thing", "thing_id": 404}
+    r = await client.get("/things/409")
+    assert (r.status_code, r.json()["error"]) == (409, "conflict")
+
+
+async def test_validation_and_unknown_routes(client: httpx.AsyncClient) -> None:
+    r = await client.get("/things/abc")
+    assert r.status_code == 422 and r.json()["error"] == "validation_error"
+    assert r.json()["detail"][0]["loc"] == ["path", "thing_id"]
+    r = await client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+async def test_unexpected_error_is_a_json_500(client: httpx.AsyncClient) -> None:
+    r = await client.get("/things/500")
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal_error", "detail": "an unexpected error occurred"}
+
+
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    r = await client.get("/things/1", headers={"X-Request-ID": "abc123"})
+    assert r.headers["x-request-id"] == "abc123"
+    r = await client.get("/things/1")
+    assert len(r.headers["x-request-id"]) == 32
+
+
+async def test_metrics_use_route_templates(client: httpx.AsyncClient) -> None:
+    await client.get("/things/7")
+    await client.get("/things/8")
+    text = (await client.get("/metrics")).text
+    assert 'http_requests_total{method="GET",route="/things/{thing_id}",status="200"}' in text
+    assert "/things/7" not in text
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {}

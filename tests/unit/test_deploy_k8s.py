@@ -1,0 +1,403 @@
+"""The Kubernetes base: API schemas, and every command, port and variable against the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from services.deploy_config import rendered
+from services.prometheus_config import local_jobs
+from services.registry import SERVICES
+from shared.mq.topology import Topology
+from shared.settings import BaseServiceSettings
+from tests.support_deploy import ROOT, parse_vsp, unknown_env
+from tests.support_observability import PROMTOOL
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
+
+KUSTOMIZATION_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "resources"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "kustomize.config.k8s.io/v1beta1"},
+        "kind": {"const": "Kustomization"},
+        "namespace": {"type": "string", "pattern": "^[a-z0-9-]+$"},
+        "labels": {"type": "array"},
+        "resources": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "newName": {"type": "string"},
+                    "newTag": {"type": "string"},
+                    "digest": {"type": "string"},
+                },
+            },
+        },
+        "configMapGenerator": {"$ref": "#/$defs/generators"},
+        "secretGenerator": {"$ref": "#/$defs/generators"},
+    },
+    "$defs": {
+        "generators": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "literals": {"type": "array", "items": {"type": "string", "pattern": "="}},
+                    "files": {"type": "array", "items": {"type": "string"}},
+                    "envs": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        }
+    },
+}
+
+# The parts of KEDA's CRDs these manifests use (keda.sh/v1alpha1).
+KEDA_SCHEMAS = {
+    "ScaledObject": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "spec": {
+                "type": "object",
+                "required": ["scaleTargetRef", "triggers"],
+                "additionalProperties": False,
+                "properties": {
+                    "scaleTargetRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "apiVersion": {"type": "string"},
+                        },
+                    },
+                    "minReplicaCount": {"type": "integer", "minimum": 0},
+                    "maxReplicaCount": {"type": "integer", "minimum": 1},
+                    "pollingInterval": {"type": "integer", "minimum": 1},
+                    "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "triggers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "metadata"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {"const": "rabbitmq"},
+                                "metadata": {
+                                    "type": "object",
+                                    "required": ["queueName", "mode", "value"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "protocol": {"enum": ["amqp", "http", "auto"]},
+                                        "queueName": {"type": "string"},
+                                        "mode": {"enum": ["QueueLength", "MessageRate"]},
+                                        "value": {"type": "string", "pattern": r"^\d+(\.\d+)?$"},
+                                    },
+                                },
+                                "authenticationRef": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {"name": {"type": "string"}},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "TriggerAuthentication": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "spec": {
+                "type": "object",
+                "required": ["secretTargetRef"],
+                "additionalProperties": False,
+                "properties": {
+                    "secretTargetRef": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["parameter", "name", "key"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "parameter": {"type": "string"},
+                                "name": {"type": "string"},
+                                "key": {"type": "string"},
+                            },
+                        },
+                    }
+                },
+            },
+        },
+    },
+}
+
+
+def documents() -> list[dict[str, Any]]:
+    docs = []
+    for name in KUSTOMIZATION["resources"]:
+        docs += [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    return docs
+
+
+DOCS = documents()
+
+
+def of_kind(*kinds: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in DOCS if d["kind"] in kinds}
+
+
+def env_file(path: str) -> dict[str, str]:
+    lines = (K8S / path).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def generated_keys() -> dict[str, set[str]]:
+    """ConfigMap/Secret name to the keys its generator puts in it."""
+    keys: dict[str, set[str]] = {}
+    for gen in KUSTOMIZATION.get("configMapGenerator", []) + KUSTOMIZATION["secretGenerator"]:
+        names = {lit.split("=", 1)[0] for lit in gen.get("literals", [])}
+        names |= {f.split("=", 1)[0] if "=" in f else Path(f).name for f in gen.get("files", [])}
+        for path in gen.get("envs", []):
+            names |= set(env_file(path))
+        keys[gen["name"]] = names
+    return keys
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def vsp_containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(workload name, workload, container) for every container of the platform image."""
+    return [
+        (name, workload, container)
+        for name, workload in of_kind(*WORKLOADS).items()
+        for container in pod_spec(workload)["containers"]
+        if container["image"] == "vsp"
+    ]
+
+
+def container_env_names(container: dict[str, Any]) -> list[str]:
+    names = [e["name"] for e in container.get("env", [])]
+    keys = generated_keys()
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef") or source.get("secretRef")
+        names += sorted(keys[ref["name"]])
+    return names
+
+
+def test_kustomization_shape_and_files() -> None:
+    jsonschema.validate(KUSTOMIZATION, KUSTOMIZATION_SCHEMA)
+    for name in KUSTOMIZATION["resources"]:
+        assert (K8S / name).is_file(), name
+    for gen in KUSTOMIZATION["configMapGenerator"] + KUSTOMIZATION["secretGenerator"]:
+        for item in gen.get("files", []) + gen.get("envs", []):
+            assert (K8S / item.split("=", 1)[-1]).is_file(), item
+    assert [i["name"] for i in KUSTOMIZATION["images"]] == ["vsp"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[f"{d['kind']}/{d['metadata']['name']}" for d in DOCS])
+def test_every_object_matches_its_api_schema(doc: dict[str, Any]) -> None:
+    if doc["apiVersion"].startswith("keda.sh/"):
+        jsonschema.validate(doc, KEDA_SCHEMAS[doc["kind"]])
+    else:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_api_schema_check_catches_mistakes() -> None:
+    upload = of_kind("Deployment")["upload"]
+    broken = yaml.safe_load(yaml.safe_dump(upload))
+    broken["spec"]["template"]["spec"]["containers"][0]["port"] = 8001
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_objects_are_unique_and_every_part_is_there() -> None:
+    keys = [(d["kind"], d["metadata"]["name"]) for d in DOCS]
+    assert len(keys) == len(set(keys))
+    workloads = set(of_kind("Deployment", "StatefulSet"))
+    assert workloads >= {
+        "upload",
+        "chunked-upload",
+        "origin",
+        "edge",
+        "redirector",
+        "balancer",
+        "worker-push",
+        "worker-pull",
+        "haproxy",
+        "nginx",
+        "postgres",
+        "redis",
+        "rabbitmq",
+        "minio",
+        "prometheus",
+        "grafana",
+    }
+    assert set(of_kind("Job")) >= {"migrate", "minio-bucket"}
+    roles = {parse_vsp(c["args"]).role for _, _, c in vsp_containers()}
+    assert roles >= {*SERVICES, "worker-push", "worker-pull", "migrate"}
+
+
+def test_vsp_commands_ports_and_environment_exist_in_the_code() -> None:
+    job_names = {job.name for job in local_jobs()}
+    for name, workload, container in vsp_containers():
+        cmd = parse_vsp(container["args"])
+        env_names = container_env_names(container)
+        assert not unknown_env(cmd.settings_class(), env_names), (name, cmd.settings_class())
+        env = {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+        port = cmd.port(env)
+        if port is None:
+            continue
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert list(ports.values()) == [port], (name, ports, port)
+        probe = container["readinessProbe"]["httpGet"]
+        assert probe["port"] in ports and probe["path"] in ("/readyz", "/metrics"), name
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert int(annotations["prometheus.io/port"]) == port, name
+        # The job label dashboards and alerts select on.
+        assert annotations["prometheus.io/job"] in job_names, name
+        if cmd.name == "serve":
+            assert cmd.params["host"] == "0.0.0.0", name
+
+
+def test_config_and_secret_references_resolve() -> None:
+    keys = generated_keys()
+    for name, workload in of_kind(*WORKLOADS).items():
+        spec = pod_spec(workload)
+        for container in spec["containers"]:
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef") or source.get("secretRef")
+                assert ref["name"] in keys, (name, ref)
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in keys[ref["name"]], (name, ref)
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in keys, (name, volume)
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in of_kind(
+                    "PersistentVolumeClaim"
+                )
+
+
+def test_services_select_pods_and_name_their_ports() -> None:
+    workloads = of_kind("Deployment", "StatefulSet")
+    for name, service in of_kind("Service").items():
+        selector = service["spec"]["selector"]
+        matches = [
+            w
+            for w in workloads.values()
+            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(matches) == 1, (name, selector)
+        port_names = {p["name"] for c in pod_spec(matches[0])["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in port_names, (name, port)
+
+
+def test_addresses_inside_the_cluster_match_service_ports() -> None:
+    services = {
+        name: {p["port"] for p in s["spec"]["ports"]} for name, s in of_kind("Service").items()
+    }
+    texts = [(K8S / path).read_text() for path in ("secrets.env", "kustomization.yaml")]
+    texts += [yaml.safe_dump(d) for d in DOCS] + [
+        (K8S / "proxies" / f).read_text() for f in ("nginx.conf", "haproxy.cfg")
+    ]
+    found = 0
+    for text in texts:
+        for host, port in re.findall(r"(?:[/@ ]|^)([a-z][a-z0-9-]*(?:\.edge)?):(\d{4,5})\b", text):
+            service = host.split(".")[-1] if host.endswith(".edge") else host
+            if service in services:
+                found += 1
+                assert int(port) in services[service], (host, port)
+    assert found >= 10
+
+
+def test_stateless_services_have_hpas_and_workers_scale_on_the_queue() -> None:
+    deployments = of_kind("Deployment")
+    hpas = of_kind("HorizontalPodAutoscaler")
+    targets = {h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()}
+    for hpa in hpas.values():
+        target = deployments[hpa["spec"]["scaleTargetRef"]["name"]]
+        for container in pod_spec(target)["containers"]:
+            assert "cpu" in container["resources"]["requests"], "HPA needs CPU requests"
+    serve = {name for name, _, c in vsp_containers() if parse_vsp(c["args"]).name == "serve"}
+    stateless = {name for name in serve if name in deployments}
+    assert stateless == {"upload", "chunked-upload", "origin", "redirector", "balancer"}
+    assert stateless <= targets
+    scaled = of_kind("ScaledObject")
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == {
+        "worker-push",
+        "worker-pull",
+    }
+    assert not targets & {"worker-push", "worker-pull"}, "an HPA would fight KEDA"
+    prefix = dict(lit.split("=", 1) for lit in KUSTOMIZATION["configMapGenerator"][0]["literals"])
+    default_prefix = BaseServiceSettings.model_fields["mq_prefix"].default
+    queue = Topology(prefix.get("MQ_PREFIX", default_prefix)).jobs_queue
+    auth = of_kind("TriggerAuthentication")
+    keys = generated_keys()
+    for obj in scaled.values():
+        for trigger in obj["spec"]["triggers"]:
+            assert trigger["metadata"]["queueName"] == queue
+            assert trigger["authenticationRef"]["name"] in auth
+    for ta in auth.values():
+        for ref in ta["spec"]["secretTargetRef"]:
+            assert ref["key"] in keys[ref["name"]]
+
+
+def test_generated_files_are_current() -> None:
+    for path, text in rendered().items():
+        assert (ROOT / path).read_text() == text, (
+            f"run python -m services.deploy_config --write ({path})"
+        )
+
+
+def test_kubernetes_prometheus_config(tmp_path: Path) -> None:
+    config = yaml.safe_load((K8S / "prometheus" / "prometheus.yml").read_text())
+    pods = next(j for j in config["scrape_configs"] if j["job_name"] == "kubernetes-pods")
+    assert pods["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["vsp"]}}]
+    # Debian's Prometheus is built without Kubernetes discovery, so promtool checks everything
+    # else (relabelling included) with a static target in its place.
+    del pods["kubernetes_sd_configs"]
+    pods["static_configs"] = [{"targets": ["10.0.0.7:8001"]}]
+    (tmp_path / "alerts.yml").write_text((K8S / "prometheus" / "alerts.yml").read_text())
+    checked_path = tmp_path / "prometheus.yml"
+    checked_path.write_text(yaml.safe_dump(config))
+    checked = subprocess.run(
+        [PROMTOOL, "check", "config", str(checked_path)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    address = next(r for r in pods["relabel_configs"] if r.get("target_label") == "__address__")
+    match = re.fullmatch(address["regex"], "10.0.0.7:8080;8001")
+    assert match and address["replacement"].replace("$1", match[1]).replace("$2", match[2]) == (
+        "10.0.0.7:8001"
+    )

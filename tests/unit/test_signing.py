@@ -1,0 +1,136 @@
+"""Query signatures (the gateway's formula), key rotation and path tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from shared.errors import Forbidden
+from shared.signing import Signer, folder_prefixes, gateway_signature, split_token_path
+
+NOW = 1_700_000_000
+PATH = "videos/abc/hls/360p/seg_00001.m4s"
+
+
+def signer(current: str = "k1", **keys: str) -> Signer:
+    return Signer(keys or {"k1": "first-secret-0123456789"}, current)
+
+
+def test_signature_is_the_gateway_formula() -> None:
+    signed = signer().sign(PATH, 60, now=NOW)
+    expected = hmac.new(
+        b"first-secret-0123456789", f"{PATH}{NOW + 60}".encode(), hashlib.sha256
+    ).hexdigest()
+    assert signed.exp == NOW + 60
+    assert signed.sig == expected == gateway_signature("first-secret-0123456789", PATH, NOW + 60)
+    assert signed.query() == f"exp={NOW + 60}&sig={expected}&kid=k1"
+
+
+def test_signed_url_shape() -> None:
+    url = signer().signed_url("http://o:8003/origin/", PATH, 300)
+    assert url.startswith(f"http://o:8003/origin/{PATH}?exp=")
+    assert "&sig=" in url and url.endswith("&kid=k1")
+
+
+def test_verify_accepts_until_exp_then_refuses() -> None:
+    s = signer()
+    signed = s.sign(PATH, 60, now=NOW)
+    assert s.verify(PATH, str(signed.exp), signed.sig, "k1", now=NOW + 60) == NOW + 60
+    with pytest.raises(Forbidden, match="expired"):
+        s.verify(PATH, str(signed.exp), signed.sig, "k1", now=NOW + 61)
+
+
+@pytest.mark.parametrize(
+    ("exp", "sig", "kid", "message"),
+    [
+        (None, "x", None, "missing"),
+        ("", "x", None, "missing"),
+        ("soon", "x", None, "malformed"),
+        (str(NOW + 60), "0" * 64, None, "invalid"),
+        (str(NOW + 61), "VALID", None, "invalid"),
+        (str(NOW + 60), "VALID", "k9", "invalid"),
+    ],
+)
+def test_verify_refuses(exp: str | None, sig: str, kid: str | None, message: str) -> None:
+    s = signer()
+    if sig == "VALID":
+        sig = s.sign(PATH, 60, now=NOW).sig
+    with pytest.raises(Forbidden, match=message):
+        s.verify(PATH, exp, sig, kid, now=NOW)
+
+
+def test_signature_is_bound_to_the_path() -> None:
+    s = signer()
+    signed = s.sign(PATH, 60, now=NOW)
+    with pytest.raises(Forbidden):
+        s.verify(PATH.replace("00001", "00002"), signed.exp, signed.sig, now=NOW)
+
+
+def test_rotation_old_and_new_keys_during_transition_then_old_retired() -> None:
+    old = Signer({"k1": "first-secret-0123456789"}, "k1")
+    during = Signer({"k1": "first-secret-0123456789", "k2": "second-secret-012345678"}, "k2")
+    after = Signer({"k2": "second-secret-012345678"}, "k2")
+    from_old = old.sign(PATH, 60, now=NOW)
+    from_new = during.sign(PATH, 60, now=NOW)
+    assert from_new.kid == "k2"
+    assert during.verify(PATH, from_old.exp, from_old.sig, "k1", now=NOW)
+    assert during.verify(PATH, from_old.exp, from_old.sig, None, now=NOW)  # no kid: try all
+    assert after.verify(PATH, from_new.exp, from_new.sig, "k2", now=NOW)
+    with pytest.raises(Forbidden):
+        after.verify(PATH, from_old.exp, from_old.sig, "k1", now=NOW)
+    with pytest.raises(Forbidden):  # an old signature claiming the new key id
+        during.verify(PATH, from_old.exp, from_old.sig, "k2", now=NOW)
+
+
+def test_current_key_must_exist() -> None:
+    with pytest.raises(ValueError):
+        Signer({"k1": "first-secret-0123456789"}, "k2")
+
+
+def test_token_covers_the_prefix_and_nothing_else() -> None:
+    s = signer()
+    token = s.make_token("videos/abc/", 60, now=NOW)
+    assert s.verify_token(token, PATH, "videos/abc/", now=NOW) == NOW + 60
+    assert s.verify_token_path(token, PATH, now=NOW) == "videos/abc/"
+    assert s.verify_token_path(token, "videos/abc/hls/master.m3u8", now=NOW + 60)
+    for other in ("videos/abd/hls/master.m3u8", "videos/abcd/x", "videos/x", "abc/hls/x"):
+        with pytest.raises(Forbidden):
+            s.verify_token_path(token, other, now=NOW)
+    with pytest.raises(Forbidden, match="expired"):
+        s.verify_token_path(token, PATH, now=NOW + 61)
+    with pytest.raises(Forbidden, match="outside"):
+        s.verify_token(token, "videos/other/x", "videos/abc/", now=NOW)
+
+
+@pytest.mark.parametrize("token", ["", "k1", "k1.x.y", "k1.1.2.3", "zz.99999999999.abc"])
+def test_malformed_or_foreign_tokens_are_refused(token: str) -> None:
+    with pytest.raises(Forbidden):
+        signer().verify_token_path(token, PATH, now=NOW)
+
+
+def test_token_rotation() -> None:
+    old = Signer({"k1": "first-secret-0123456789"}, "k1")
+    during = Signer({"k1": "first-secret-0123456789", "k2": "second-secret-012345678"}, "k2")
+    token = old.make_token("videos/abc/", 60, now=NOW)
+    assert during.verify_token_path(token, PATH, now=NOW) == "videos/abc/"
+    assert during.make_token("videos/abc/", 60, now=NOW).startswith("k2.")
+
+
+def test_token_url_and_split() -> None:
+    url = signer().token_url("http://o/origin", "videos/abc/", "videos/abc/hls/master.m3u8", 60)
+    path = url.removeprefix("http://o/origin/")
+    parsed = split_token_path(path)
+    assert parsed is not None
+    token, key = parsed
+    assert key == "videos/abc/hls/master.m3u8" and token.startswith("k1.")
+    assert split_token_path("videos/abc/x") is None
+    assert split_token_path("t/onlytoken") is None
+    with pytest.raises(ValueError):
+        signer().token_url("http://o/origin", "videos/abc/", "videos/other/x", 60)
+
+
+def test_folder_prefixes() -> None:
+    assert folder_prefixes("a/b/c.m4s") == ["a/", "a/b/"]
+    assert folder_prefixes("c.m4s") == []
