@@ -31,6 +31,7 @@ from shared.outbox import add_job
 from shared.resources import Resources
 from shared.samples import synthetic_clip
 from shared.storage import ObjectStore
+from tests.support import Proc
 
 T = TypeVar("T")
 _ATTR = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
@@ -244,12 +245,30 @@ async def with_outbox_row(res: Resources, job: TranscodeJob) -> TranscodeJob:
     return job
 
 
-async def job_row(res: Resources, job: TranscodeJob) -> JobRow:
-    """The job's outbox row as the workers left it."""
-    async with res.need_db().session() as session:
-        row = await JobRepository(session).get(job.job_id)
-    assert row is not None, f"job {job.job_id} has no row"
-    return row
+async def job_row(res: Resources, job: TranscodeJob, outcome: str, within: float = 15) -> JobRow:
+    """The job's outbox row once a worker has recorded ``outcome`` on it.
+
+    Workers record the outcome just after they settle the video and the message, so a test that
+    has seen the video's final state polls briefly for the row to catch up.
+    """
+
+    async def check() -> JobRow | None:
+        async with res.need_db().session() as session:
+            row = await JobRepository(session).get(job.job_id)
+        assert row is not None, f"job {job.job_id} has no row"
+        return row if row.outcome == outcome else None
+
+    return await eventually(check, within=within, what=f"job {job.job_id} to be recorded {outcome}")
+
+
+async def logged(proc: Proc, text: str, within: float = 15) -> str:
+    """The process's log once it holds ``text``: a line logged just after a state change."""
+
+    async def check() -> str | None:
+        log = proc.log()
+        return log if text in log else None
+
+    return await eventually(check, within=within, what=f"{proc.name} to log {text!r}")
 
 
 async def video_row(res: Resources, video_id: uuid.UUID) -> Video:

@@ -56,8 +56,8 @@ async def test_corrupt_and_truncated_sources_fail_after_the_attempts_cap(
 
     log = worker.log()
     assert log.count(f"job {truncated.job_id} attempt") == topo.max_attempts - 1
-    row = await job_row(res, truncated)
-    assert (row.outcome, row.worker_mode, row.attempts) == ("failed", "pull", topo.max_attempts)
+    row = await job_row(res, truncated, "failed")
+    assert (row.worker_mode, row.attempts) == ("pull", topo.max_attempts)
     assert row.started_at is not None and row.finished_at is not None
     assert row.started_at <= row.finished_at
     # The counters move just after the dead letter is published: poll briefly. Jobs other tests
@@ -96,5 +96,5 @@ async def test_a_job_over_its_timeout_is_retried_then_failed(
     assert video.state == "failed" and video.error == "job timed out"
     assert await run_ids(res, job.video_id) == set()
     assert len(await take_dead_letters(res, job.video_id)) == 1
-    row = await job_row(res, job)
-    assert (row.outcome, row.worker_mode) == ("failed", "push"), (row.outcome, row.worker_mode)
+    row = await job_row(res, job, "failed")
+    assert row.worker_mode == "push", row.worker_mode
