@@ -104,4 +104,8 @@ def test_playback_starts_while_the_ladder_is_still_being_written(
     vod = httpx.get(urljoin(final_master, final_variant), timeout=5).text
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in vod and vod.rstrip().endswith("#EXT-X-ENDLIST")
     # The worker logs the job done just after it marks the video ready.
-    wait_for(lambda: " done (succeeded)" in worker.log(), timeout=15, what="the worker to log the job done")
+    wait_for(
+        lambda: " done (succeeded)" in worker.log(),
+        timeout=15,
+        what="the worker to log the job done",
+    )
