@@ -11,7 +11,7 @@ The upload service's peak RSS is sampled throughout.
 
     python -m load_tests.bench_upload --size-mib 1024
 
-Needs PostgreSQL, Redis and RabbitMQ as for ``vsp up`` (the database migrated: ``vsp migrate``).
+Needs PostgreSQL, Redis and RabbitMQ as for ``vsp up``; the database is created and migrated first.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ import psutil
 from starlette.types import Receive, Scope, Send
 
 from load_tests.harness import Comparison, Report, command_line
+from services.upload.settings import Settings
 from services.upload.tls import ensure_self_signed
+from shared.db.migrate import upgrade
 from tests.support import free_port, make_clip
 from tests.support_upload import MIB, padded_media
 
@@ -230,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve_minimal(args.serve_minimal, args.folder)
         return
     size = args.size_mib * MIB
+    upgrade(Settings().database_url)
     root = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:

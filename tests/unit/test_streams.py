@@ -68,3 +68,19 @@ async def test_metered_stream_checks_the_digest_after_the_last_chunk() -> None:
         caught.value.body()["received"]
         == base64.b64encode(hashlib.sha256(b"abc").digest()).decode()
     )
+
+
+async def test_background_hashing_keeps_the_order_of_many_batches() -> None:
+    # Uneven chunks, 24 MiB in all: many batches go to the hashing thread, some while the
+    # stream waits for it; the digest is still that of the bytes in order.
+    parts = [bytes([i % 251]) * (300_000 + 7919 * i) for i in range(60)]
+    whole = b"".join(parts)
+    stream = MeteredStream(_chunks(*parts), len(whole), hashlib.sha256(whole).digest())
+    assert [len(c) async for c in stream] == [len(p) for p in parts]
+    assert stream.sha256_hex == hashlib.sha256(whole).hexdigest()
+
+    swapped = [parts[1], parts[0], *parts[2:]]
+    out_of_order = MeteredStream(_chunks(*swapped), len(whole), hashlib.sha256(whole).digest())
+    with pytest.raises(DigestMismatch):
+        async for _ in out_of_order:
+            pass
