@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -10,7 +9,8 @@ from fastapi import APIRouter, Depends, Header, Request
 from services.edge import metrics
 from services.edge.schemas import CacheStats, PurgeRequest, PurgeResponse, WarmRequest, WarmResponse
 from services.edge.service import Edge
-from shared.errors import BadRequest, NotFound, Unauthorized
+from shared.auth import bearer_token, check_admin_token
+from shared.errors import BadRequest, NotFound
 from shared.storage.base import check_key
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -29,11 +29,7 @@ def admin(
     expected = edge.settings.edge_admin_token
     if not expected:
         raise NotFound("the admin API is disabled: EDGE_ADMIN_TOKEN is not set")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized(
-            "a valid admin token is required", headers={"WWW-Authenticate": "Bearer"}
-        )
+    check_admin_token(bearer_token(authorization), expected, "the edge's admin API")
     return edge
 
 
