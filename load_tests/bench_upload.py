@@ -3,11 +3,12 @@
 For HTTP/1.1, h2c (prior knowledge) and h2 over TLS, curl PUTs the same file to the upload service
 (Granian, storing to the filesystem store with fsync and finalizing), to a minimal streaming app
 on the same Granian server and settings (sha-256, write, fsync, 201: what any upload server must
-do, so the ceiling of the server itself), and to nginx's DAV module (writing the body to disk, no
-fsync). Each round measures the disk's synced write of the same size, in 1 MiB writes as the store
-makes them, right before the uploads it is compared with. Times are curl's own ``time_total``:
-the whole request as the client sees it, 201 received. Each server's best of ``--rounds`` counts.
-The upload service's peak RSS is sampled throughout.
+do, so the ceiling of the server itself), to nginx's DAV module (writing the body to disk, no
+fsync), and to the same nginx writing into tmpfs: the most curl and loopback TCP carry on this
+machine, which no server can beat. Each round measures the disk's synced write of the same size,
+in 1 MiB writes as the store makes them, right before the uploads it is compared with. Times are
+curl's own ``time_total``: the whole request as the client sees it, 201 received. Each server's
+best of ``--rounds`` counts. The upload service's peak RSS is sampled throughout.
 
     python -m load_tests.bench_upload --size-mib 1024
 
@@ -40,6 +41,9 @@ from shared.db.migrate import upgrade
 from tests.support import free_port, make_clip
 from tests.support_upload import MIB, padded_media
 
+# tmpfs: where nginx's copy of the upload shows the ceiling of the client and loopback TCP.
+_MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
 PROTOCOLS = {
     "HTTP/1.1": ("http", ["--http1.1"], 0.5),
     "h2c": ("h2c", ["--http2-prior-knowledge"], 0.2),
@@ -49,12 +53,12 @@ PROTOCOLS = {
 NGINX_CONF = """
 worker_processes 1;
 daemon off;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log warn;
+pid {root}/nginx-{tag}.pid;
+error_log {root}/nginx-{tag}-error.log warn;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
-    client_body_temp_path {root}/nginx-body;
+    client_body_temp_path {store}/nginx-body;
     client_max_body_size 0;
     client_body_buffer_size 1m;
     ssl_certificate {cert};
@@ -64,7 +68,7 @@ http {{
     server {{ listen 127.0.0.1:{https} ssl http2; location / {{ {dav} }} }}
 }}
 """
-DAV = "root {root}/nginx-files; dav_methods PUT; create_full_put_path on;"
+DAV = "root {store}/nginx-files; dav_methods PUT; create_full_put_path on;"
 
 
 def disk_synced_seconds(folder: Path, size: int) -> float:
@@ -195,16 +199,26 @@ def _start(args: list[str], env: dict[str, str], ready_url: str) -> subprocess.P
 
 
 def _start_nginx(
-    root: Path, cert: Path, key: Path
+    root: Path, cert: Path, key: Path, store: Path, tag: str
 ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """nginx taking the PUT with its DAV module into ``store`` (bodies and files alike)."""
     ports = {"http": free_port(), "h2c": free_port(), "https": free_port()}
-    root.chmod(0o755)  # nginx workers run as an unprivileged user
+    for folder in (root, store):
+        folder.chmod(0o755)  # nginx workers run as an unprivileged user
     for folder in ("nginx-body", "nginx-files"):
-        (root / folder).mkdir(mode=0o777)
-        (root / folder).chmod(0o777)
-    conf = root / "nginx.conf"
+        (store / folder).mkdir(mode=0o777)
+        (store / folder).chmod(0o777)
+    conf = root / f"nginx-{tag}.conf"
     conf.write_text(
-        NGINX_CONF.format(root=root, cert=cert, key=key, dav=DAV.format(root=root), **ports)
+        NGINX_CONF.format(
+            root=root,
+            store=store,
+            tag=tag,
+            cert=cert,
+            key=key,
+            dav=DAV.format(store=store),
+            **ports,
+        )
     )
     nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL)
     scheme = {"http": "http", "h2c": "http", "https": "https"}
@@ -234,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     size = args.size_mib * MIB
     upgrade(Settings().database_url)
     root = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-"))
+    memory: Path | None = None
     procs: list[subprocess.Popen[bytes]] = []
     try:
         cert, key = ensure_self_signed(root / "cert.pem", root / "key.pem")
@@ -272,13 +287,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
         minimal_urls = _urls(minimal_ports["http"], minimal_ports["https"], "/upload")
-        nginx, nginx_urls = _start_nginx(root, cert, key)
+        nginx, nginx_urls = _start_nginx(root, cert, key, root, "disk")
         procs.append(nginx)
+        # The same nginx into memory: what curl and loopback TCP carry at best on this machine.
+        memory = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-", dir=_MEMORY_DIR))
+        nginx_memory, memory_urls = _start_nginx(root, cert, key, memory, "memory")
+        procs.append(nginx_memory)
 
         comparisons: list[Comparison] = []
         peaks: dict[str, float] = {}
         for name, (kind, curl_args, goal) in PROTOCOLS.items():
-            best = {"disk": 1e9, "ours": 1e9, "minimal": 1e9, "nginx": 1e9}
+            best = {"disk": 1e9, "ours": 1e9, "minimal": 1e9, "nginx": 1e9, "memory": 1e9}
             peak = 0
             for _ in range(args.rounds):
                 best["disk"] = min(best["disk"], disk_synced_seconds(root, size))
@@ -296,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     best["nginx"], curl_put(source, nginx_urls[kind], curl_args, cert)
                 )
                 (root / "nginx-files" / "upload.bin").unlink(missing_ok=True)
+                best["memory"] = min(
+                    best["memory"], curl_put(source, memory_urls[kind], curl_args, cert)
+                )
+                (memory / "nginx-files" / "upload.bin").unlink(missing_ok=True)
             peaks[name] = peak / MIB
             mb_s = {k: size / seconds / 1e6 for k, seconds in best.items()}
             comparisons += [
@@ -319,6 +342,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 Comparison(
                     f"{name} vs nginx PUT", "MB/s", mb_s["ours"], mb_s["nginx"], f"nginx {name}"
                 ),
+                Comparison(
+                    f"{name} vs transport ceiling",
+                    "MB/s",
+                    mb_s["ours"],
+                    mb_s["memory"],
+                    f"nginx {name} into tmpfs",
+                    notes=f"ceiling vs disk {mb_s['memory'] / mb_s['disk']:.2f}x",
+                ),
             ]
         report = Report(
             "bench_upload",
@@ -335,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(root, ignore_errors=True)
+        if memory is not None:
+            shutil.rmtree(memory, ignore_errors=True)
 
 
 if __name__ == "__main__":

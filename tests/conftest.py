@@ -15,14 +15,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aio_pika
 import asyncpg
 import pytest
 
 from shared.db.migrate import upgrade
 from shared.resources import Resources, close_resources, open_resources
 from shared.settings import BaseServiceSettings
-from tests.support import Processes, environ
+from tests.support import AMQP_URL, Processes, drop_topology, environ
 
 RUN_ID = f"{os.getpid()}{uuid.uuid4().hex[:6]}"
 DB_NAME = f"vsp_test_{RUN_ID}"
@@ -37,7 +36,7 @@ def test_env() -> Iterator[dict[str, str]]:
         "ENVIRONMENT": "test",
         "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB_NAME}",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
-        "AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+        "AMQP_URL": AMQP_URL,
         "MQ_PREFIX": f"t{RUN_ID}",
         "MQ_RETRY_DELAYS_SECONDS": "[1,1,1]",
         "STORAGE_BACKEND": "fs",
@@ -63,26 +62,7 @@ async def _cleanup(prefix: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     finally:
         await conn.close()
-    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
-    try:
-        from shared.mq.topology import Topology
-
-        topo = Topology(prefix, (1, 1, 1))
-        channel = await connection.channel()
-        queues = [topo.jobs_queue, topo.dead_queue] + [
-            topo.retry_queue(i) for i in range(1, len(topo.retry_delays_seconds) + 1)
-        ]
-        for name in queues:
-            await channel.queue_delete(name)
-        for name in (
-            topo.jobs_exchange,
-            topo.retry_exchange,
-            topo.dead_exchange,
-            topo.events_exchange,
-        ):
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
+    await drop_topology(prefix)
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, Playwright
@@ -42,11 +47,71 @@ def launch_chromium(playwright: Playwright, *extra_args: str) -> Browser:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
 
 
+def _port_range() -> range:
+    """Where test ports come from: below the kernel's ephemeral range when there is room.
+
+    A port the kernel hands out for ``bind(0)`` is ephemeral: until the service that was told
+    to use it binds it, the kernel may give the same port to any outgoing connection (of this
+    session, another test run on the machine, or anything else), and the service then fails
+    to start. Ports below the ephemeral range are never handed out that way.
+    """
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(x) for x in text.split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 10000 >= 4000:
+        return range(10000, low)
+    if 65535 - high >= 4000:
+        return range(high + 1, 65536)
+    return range(0)
+
+
+_PORTS = _port_range()
+_PORT_LOCKS = Path(tempfile.gettempdir()) / "vsp-test-ports"
+_held_ports: dict[int, int] = {}  # port -> descriptor of its lock file, kept open
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
+    """A TCP port nobody listens on, reserved for this test session until it ends.
+
+    Each port is claimed with an exclusive lock on a file of its own, held until this process
+    exits, so that neither this session nor a concurrent one on the same machine hands it out
+    twice; a port can then be bound later (or bound again after a restart) without a race.
+    """
+    if not _PORTS:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    if not _PORT_LOCKS.is_dir():
+        _PORT_LOCKS.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            _PORT_LOCKS.chmod(0o1777)  # shared by every user's test runs, like /tmp
+    for _ in range(500):
+        port = random.choice(_PORTS)
+        if port in _held_ports:
+            continue
+        fd = os.open(_PORT_LOCKS / f"{port}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if _bindable(port):
+            _held_ports[port] = fd
+            return port
+        os.close(fd)  # in use by something outside the tests: leave it
+    raise RuntimeError(f"no free port in {_PORTS}")
+
+
+def _bindable(port: int) -> bool:
+    # Without SO_REUSEADDR: a port any socket still holds (a wildcard listener included) fails.
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -173,6 +238,56 @@ def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, what: str
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+async def delete_topology(connection: Any, topology: Any) -> None:
+    """Delete every queue and exchange of ``topology`` (the messages they hold go with them)."""
+    channel = await connection.channel()
+    try:
+        levels = range(1, len(topology.retry_delays_seconds) + 1)
+        for queue in [topology.jobs_queue, topology.dead_queue]:
+            await channel.queue_delete(queue)
+        for queue in (topology.retry_queue(level) for level in levels):
+            await channel.queue_delete(queue)
+        for exchange in (
+            topology.jobs_exchange,
+            topology.retry_exchange,
+            topology.dead_exchange,
+            topology.events_exchange,
+        ):
+            await channel.exchange_delete(exchange)
+    finally:
+        await channel.close()
+
+
+async def drop_topology(prefix: str, retry_levels: int = 3) -> None:
+    """Delete the queues and exchanges a broker declares for ``prefix``."""
+    import aio_pika
+
+    from shared.mq.topology import Topology
+
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        await delete_topology(connection, Topology(prefix, (1,) * retry_levels))
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def private_queues(name: str) -> Iterator[dict[str, str]]:
+    """Environment that gives services a broker topology of their own, deleted afterwards.
+
+    For services that queue transcode jobs in a test that runs no worker: their jobs stay off
+    the session's queue, where the worker of a later test would otherwise pick them up first.
+    """
+    prefix = f"{os.environ.get('MQ_PREFIX', 'vsp')}-{name}"
+    try:
+        yield {"MQ_PREFIX": prefix}
+    finally:
+        asyncio.run(drop_topology(prefix))
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from shared.mq.topology import Topology
 from shared.resources import store_from_settings
 from shared.settings import BaseServiceSettings
 from shared.signing import Signer
-from tests.support import VSP, Proc, Processes, free_port
+from tests.support import VSP, Proc, Processes, free_port, wait_for
 
 ADMIN_TOKEN = "edge-admin-token-for-tests"
 
@@ -81,6 +81,28 @@ def metric(url: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+PREFETCH_ENDS = ("stored", "not_found", "error")
+
+
+def prefetches_settled(edge_url: str) -> float:
+    """Next-segment prefetches the edge has finished (stored, not found or failed)."""
+    return sum(metric(edge_url, "edge_prefetch_total", outcome=o) for o in PREFETCH_ENDS)
+
+
+def wait_prefetch_settled(edge_url: str, before: float, count: int = 1) -> None:
+    """Wait until ``count`` more prefetches than ``before`` have finished.
+
+    A miss on a segment makes the edge fetch the next one in the background, after the viewer
+    has the answer. A test that counts the origin's requests waits for that fetch to end, so it
+    neither lands among the requests counted next nor in the next test.
+    """
+    wait_for(
+        lambda: prefetches_settled(edge_url) >= before + count,
+        timeout=30,
+        what="the edge's next-segment prefetch to finish",
+    )
 
 
 def origin_object_gets(origin_url: str, status: str | None = None) -> int:

@@ -94,7 +94,7 @@ class Prometheus:
         response = httpx.get(f"{self.url}/api/v1/targets", params={"state": "active"}, timeout=10)
         return list(response.json()["data"]["activeTargets"])
 
-    def wait_all_up(self, expected: int, timeout: float = 30) -> list[dict]:
+    def wait_all_up(self, expected: int, timeout: float = 60) -> list[dict]:
         """Wait until ``expected`` targets are active and every one reports health up."""
 
         def check() -> list[dict] | None:
@@ -108,8 +108,19 @@ class Prometheus:
             summary = [(t["labels"], t["health"], t.get("lastError")) for t in self.targets()]
             raise AssertionError(f"targets not all up: {summary}") from exc
 
-    def wait_sample(self, expr: str, timeout: float = 20) -> list[dict]:
-        return wait_for(lambda: self.query(expr), timeout=timeout, interval=0.5, what=expr)
+    def wait_sample(
+        self,
+        expr: str,
+        timeout: float = 30,
+        accept: Callable[[list[dict]], bool] = bool,
+    ) -> list[dict]:
+        """The result of ``expr`` once it is one ``accept`` takes (by default: not empty)."""
+
+        def check() -> list[dict] | None:
+            found = self.query(expr)
+            return found if found and accept(found) else None
+
+        return wait_for(check, timeout=timeout, interval=0.5, what=expr)
 
 
 def start_prometheus(

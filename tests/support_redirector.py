@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -13,7 +14,7 @@ import httpx
 
 from services.proxy_config import Backend, render_nginx
 from shared.db.migrate import upgrade
-from tests.support import VSP, Proc, Processes, free_port, wait_http
+from tests.support import VSP, Proc, Processes, free_port, wait_for, wait_http
 
 ADMIN_TOKEN = "redirector-test-admin-token"
 
@@ -42,7 +43,20 @@ def start_redirectors(
         started.append(proc)
     for proc in started:
         wait_http(f"{proc.url}/readyz", timeout=60, proc=proc)
+        # Ready answers before the instance LISTENs for changes; a change posted to another
+        # instance meanwhile would reach this one only when its listener catches up.
+        wait_for(
+            lambda proc=proc: listener_up(proc.url or ""),
+            timeout=60,
+            what=f"{proc.name} to listen for configuration changes",
+        )
     return started
+
+
+def listener_up(url: str) -> bool:
+    """Whether the instance at ``url`` is subscribed to configuration changes."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return re.search(r"^redirector_config_listener_up 1(\.0)?$", text, re.M) is not None
 
 
 def start_nginx(

@@ -9,13 +9,15 @@ BANDWIDTH / AVERAGE-BANDWIDTH match the bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import math
 import re
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +28,14 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.db.models import TranscodeJob as JobRow
 from shared.db.models import Video, VideoState
 from shared.db.repositories import JobRepository, VideoRepository
+from shared.mq.broker import Broker
 from shared.mq.messages import TranscodeJob
+from shared.mq.topology import Topology
 from shared.outbox import add_job
 from shared.resources import Resources
 from shared.samples import synthetic_clip
 from shared.storage import ObjectStore
-from tests.support import Proc
+from tests.support import Proc, Processes, delete_topology
 
 T = TypeVar("T")
 _ATTR = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
@@ -283,6 +287,19 @@ async def run_ids(res: Resources, video_id: uuid.UUID) -> set[str]:
     return {o.key[len(root) :].split("/", 1)[0] for o in await res.need_store().list(root)}
 
 
+async def runs_removed(res: Resources, video_id: uuid.UUID, within: float = 15) -> None:
+    """Wait until no object of any run of the video's ladder is left.
+
+    A worker marks a video failed first and removes the ladder's objects just after, so a test
+    that has seen the failed state polls briefly for the objects to go.
+    """
+
+    async def check() -> bool:
+        return not await run_ids(res, video_id)
+
+    await eventually(check, within=within, what=f"the run objects of video {video_id} to go")
+
+
 async def take_dead_letters(res: Resources, video_id: uuid.UUID) -> list[AbstractIncomingMessage]:
     """Remove and return the dead-letter messages of ``video_id``; others stay queued."""
     broker = res.need_broker()
@@ -300,6 +317,51 @@ async def take_dead_letters(res: Resources, video_id: uuid.UUID) -> list[Abstrac
         return ours
     finally:
         await channel.close()
+
+
+async def dead_letters(
+    res: Resources, video_id: uuid.UUID, count: int = 1, within: float = 15
+) -> list[AbstractIncomingMessage]:
+    """Remove and return the video's dead letters once ``count`` of them have arrived.
+
+    A worker publishes the dead letter just after it marks the video failed, so a test that has
+    seen the failed state polls briefly for the message.
+    """
+    taken: list[AbstractIncomingMessage] = []
+
+    async def check() -> list[AbstractIncomingMessage] | None:
+        taken.extend(await take_dead_letters(res, video_id))
+        return taken if len(taken) >= count else None
+
+    return await eventually(check, within=within, what=f"{count} dead letter(s) of {video_id}")
+
+
+@contextlib.asynccontextmanager
+async def own_queues(
+    res: Resources, procs: Processes
+) -> AsyncIterator[tuple[Resources, dict[str, str]]]:
+    """Resources publishing to exchanges and queues of their own, and the environment for workers.
+
+    The session's job queue is shared: jobs that other tests left there (uploads that became
+    videos, retries still under way) would reach this test's workers, take their time and move
+    their counters. Workers started with the returned environment consume only what is
+    published through the returned resources. At the end the workers are stopped, then the
+    exchanges and queues are deleted.
+    """
+    shared = res.need_broker()
+    topology = Topology(
+        f"{shared.topology.prefix}.{uuid.uuid4().hex[:8]}", shared.topology.retry_delays_seconds
+    )
+    broker = Broker(shared.url, topology, heartbeat_seconds=shared.heartbeat_seconds)
+    await broker.connect()
+    try:
+        yield dataclasses.replace(res, broker=broker), {"MQ_PREFIX": topology.prefix}
+    finally:
+        procs.stop_all()
+        try:
+            await delete_topology(broker.connection, topology)
+        finally:
+            await broker.close()
 
 
 def truncate(source: Path, into: Path, fraction: float) -> Path:

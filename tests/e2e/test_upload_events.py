@@ -17,8 +17,14 @@ from tests.support import Processes, make_clip
 pytestmark = pytest.mark.e2e
 
 
-def read_events(url: str, timeout: float = 180) -> list[tuple[str, dict]]:
-    """Every event of the stream until it ends (retrying until the video is known)."""
+def read_events(
+    url: str, timeout: float = 180, subscribed: threading.Event | None = None
+) -> list[tuple[str, dict]]:
+    """Every event of the stream until it ends (retrying until the video is known).
+
+    ``subscribed`` is set once the stream is open: the server subscribes before it answers, so
+    from then on no update is missed.
+    """
     deadline = time.monotonic() + timeout
     while True:
         with httpx.stream("GET", url, timeout=httpx.Timeout(timeout, connect=5)) as response:
@@ -27,6 +33,8 @@ def read_events(url: str, timeout: float = 180) -> list[tuple[str, dict]]:
                 continue
             assert response.status_code == 200, response.read()
             assert response.headers["content-type"].startswith("text/event-stream")
+            if subscribed is not None:
+                subscribed.set()
             events: list[tuple[str, dict]] = []
             name = ""
             for line in response.iter_lines():
@@ -45,15 +53,19 @@ def test_events_follow_the_upload_and_the_transcode(procs: Processes, media_dir:
     data = make_clip(media_dir / "events-clip.mp4", seconds=2, size="320x180").read_bytes()
     video_id = uuid.uuid4()
     listener: list[list[tuple[str, dict]]] = []
-    reader = threading.Thread(
-        target=lambda: listener.append(read_events(f"{upload.url}/api/videos/{video_id}/events"))
-    )
+    subscribed = threading.Event()
+    url = f"{upload.url}/api/videos/{video_id}/events"
+    reader = threading.Thread(target=lambda: listener.append(read_events(url, 180, subscribed)))
     reader.start()
 
     def slow_body() -> Iterator[bytes]:
         step = len(data) // 8 + 1
         for offset in range(0, len(data), step):
             yield data[offset : offset + step]
+            if offset == 0:
+                # The video is known from its first bytes on; the rest of the body waits for
+                # the listener, so that it follows the upload however late its thread runs.
+                subscribed.wait(60)
             time.sleep(0.3)
 
     created = httpx.put(

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import ssl
 import subprocess
 import threading
 import time
@@ -19,7 +20,7 @@ from sqlalchemy import text
 
 from services.upload.tls import ensure_self_signed
 from shared.resources import Resources
-from tests.support import Processes, free_port, make_clip
+from tests.support import Processes, free_port, make_clip, private_queues, wait_for
 from tests.support_upload import MIB, padded_media, sha256_file
 
 pytestmark = pytest.mark.e2e
@@ -44,16 +45,34 @@ def start_upload(manager: Processes, root: Path, **env: str) -> Upload:
             **env,
         },
     )
-    return Upload(proc.url or "", f"https://127.0.0.1:{tls_port}", cert, proc.popen.pid)
+    # /readyz answers on the plain port; the TLS listener is started beside it, not before it.
+    tls_url = f"https://127.0.0.1:{tls_port}"
+    wait_for(
+        lambda: tls_ready(f"{tls_url}/readyz", cert),
+        timeout=60,
+        what="the upload service's TLS listener",
+    )
+    return Upload(proc.url or "", tls_url, cert, proc.popen.pid)
+
+
+def tls_ready(url: str, cert: Path) -> bool:
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        return httpx.get(url, verify=context, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture(scope="module")
 def upload(test_env: dict[str, str], test_root: Path) -> Iterator[Upload]:
     manager = Processes(test_root / "logs" / "upload-http2", test_env)
-    try:
-        yield start_upload(manager, test_root, UPLOAD_MAX_BYTES=str(2 * GIB))
-    finally:
-        manager.stop_all()
+    # No worker runs here: the jobs of these uploads go to queues of their own, not to the
+    # session's, where the worker of a later test would transcode them first.
+    with private_queues("upload-http2") as queues:
+        try:
+            yield start_upload(manager, test_root, UPLOAD_MAX_BYTES=str(2 * GIB), **queues)
+        finally:
+            manager.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,27 @@ import asyncio
 import hashlib
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.resources import Resources
-from tests.support import ROOT, VSP, Processes, free_port, make_clip, wait_for
+from tests.support import ROOT, VSP, Processes, free_port, make_clip, private_queues, wait_for
 from tests.support_upload import MIB, padded_media, sha256_file
 
 pytestmark = pytest.mark.e2e
 
 TUS = {"Tus-Resumable": "1.0.0"}
+
+
+@pytest.fixture(scope="module")
+def queues(test_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """No worker runs here: the jobs of these uploads go to queues of their own, not to the
+    session's, where the worker of a later test would transcode them first."""
+    with private_queues("upload-resumable") as env:
+        yield env
 
 
 @pytest.fixture
@@ -65,9 +74,14 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[dict, str
 
 
 async def test_cli_killed_mid_upload_resumes(
-    procs: Processes, test_env: dict[str, str], tmp_path: Path, source: Path, res: Resources
+    procs: Processes,
+    test_env: dict[str, str],
+    tmp_path: Path,
+    source: Path,
+    res: Resources,
+    queues: dict[str, str],
 ) -> None:
-    service = procs.service("chunked_upload")
+    service = procs.service("chunked_upload", env=queues)
     env = {**test_env, "HOME": str(tmp_path)}
     args = ["--resumable", "--url", service.url or "", "--chunk-size", str(128 * 1024), str(source)]
     first = cli(env, *args, "--limit-rate", str(MIB))
@@ -91,10 +105,15 @@ async def test_cli_killed_mid_upload_resumes(
 
 
 async def test_server_killed_mid_upload_then_restarted(
-    procs: Processes, test_env: dict[str, str], tmp_path: Path, source: Path, res: Resources
+    procs: Processes,
+    test_env: dict[str, str],
+    tmp_path: Path,
+    source: Path,
+    res: Resources,
+    queues: dict[str, str],
 ) -> None:
     port = free_port()
-    env = {"CHUNKED_UPLOAD_LOCK_TTL_SECONDS": "2"}
+    env = {"CHUNKED_UPLOAD_LOCK_TTL_SECONDS": "2", **queues}
     service = procs.service("chunked_upload", port=port, env=env)
     client_env = {**test_env, "HOME": str(tmp_path)}
     upload = cli(
@@ -118,9 +137,14 @@ async def test_server_killed_mid_upload_then_restarted(
 
 
 async def test_cli_parallel_partial_uploads(
-    procs: Processes, test_env: dict[str, str], tmp_path: Path, source: Path, res: Resources
+    procs: Processes,
+    test_env: dict[str, str],
+    tmp_path: Path,
+    source: Path,
+    res: Resources,
+    queues: dict[str, str],
 ) -> None:
-    service = procs.service("chunked_upload")
+    service = procs.service("chunked_upload", env=queues)
     proc = cli(
         {**test_env, "HOME": str(tmp_path)},
         "--resumable",

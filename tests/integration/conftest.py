@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,11 @@ import pytest
 from shared.storage.base import ObjectStore
 from shared.storage.filesystem import FilesystemStore
 from shared.storage.s3 import S3Store
+from tests.support import free_port
+from tests.support_origin import listens_on
 
 _RUN_ID = uuid.uuid4().hex[:10]
 _buckets = itertools.count(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers_http(port: int) -> bool:
@@ -40,31 +35,50 @@ def _answers_http(port: int) -> bool:
     return True
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of a moto S3 server running in its own process for the session."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    """``host:port`` of a moto S3 server running in its own process for the session.
+
+    A port that was free a moment ago can be taken before moto binds it; moto then exits and
+    starts again on another port. It counts as started once it listens itself and answers.
+    """
+    folder = tmp_path_factory.mktemp("moto")
+    for attempt in range(3):
+        port = free_port()
+        log_path = folder / f"server-{attempt}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
-        while not _answers_http(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto server did not start:\n{log_path.read_text()}")
+        while proc.poll() is None and time.monotonic() < deadline:
+            if listens_on(proc.pid, port) and _answers_http(port):
+                break
             time.sleep(0.1)
+        else:
+            _stop(proc)
+            log_text = log_path.read_text(errors="replace")
+            if "address already in use" in log_text.lower():
+                continue
+            pytest.fail(f"moto server did not start:\n{log_text}")
+        break
+    else:
+        pytest.fail("moto server found no free port in three tries")
+    try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @pytest.fixture(params=["fs", "s3"])

@@ -21,6 +21,7 @@ from tests.support_edge import (
     digest,
     metric,
     origin_object_gets,
+    prefetches_settled,
     publish_event,
     put_object,
     signed,
@@ -28,6 +29,7 @@ from tests.support_edge import (
     start_edge,
     start_service,
     tokened,
+    wait_prefetch_settled,
 )
 
 pytestmark = pytest.mark.e2e
@@ -79,11 +81,15 @@ def test_200_concurrent_misses_make_one_origin_fetch(stack: dict[str, Proc]) -> 
     put_object(key, data, "video/iso.segment")
     # Only successful reads count: the miss also prefetches seg_00004, which the origin lacks.
     before = origin_object_gets(origin, "200")
+    prefetched = prefetches_settled(edge)
     set_origin_delay(origin, 2.0)
     try:
         responses = asyncio.run(fetch_together(edge, signed(edge, key), 200))
     finally:
         set_origin_delay(origin, 0)
+    # That prefetch starts as the fill ends and meets the delay too: let it end here, not
+    # among the origin requests the next test counts.
+    wait_prefetch_settled(edge, prefetched)
     after = origin_object_gets(origin, "200")
     assert [r.status_code for r in responses] == [200] * 200
     assert after - before == 1
@@ -101,6 +107,7 @@ def test_hits_need_a_valid_token_or_signature(stack: dict[str, Proc]) -> None:
     key = prefix + "360p/seg_00001.m4s"
     data = os.urandom(64 * 1024)
     put_object(key, data, "video/iso.segment")
+    prefetched = prefetches_settled(edge)
     first = httpx.get(signed(edge, key))
     assert (first.status_code, first.headers["x-cache"]) == (200, "MISS")
     # A path token hits the same cache entry: neither token nor signature is in the key.
@@ -110,6 +117,9 @@ def test_hits_need_a_valid_token_or_signature(stack: dict[str, Proc]) -> None:
         "HIT",
         digest(data),
     )
+    # The miss made the edge prefetch seg_00002 in the background; once that request has
+    # reached the origin, nothing but a refused request could add to the count.
+    wait_prefetch_settled(edge, prefetched)
     fetches = origin_object_gets(origin)
 
     s = signer()
@@ -152,17 +162,21 @@ def test_a_url_that_served_hits_is_refused_once_it_expires(stack: dict[str, Proc
     data = os.urandom(32 * 1024)
     put_object(key, data, "video/iso.segment")
     s = signer()
+    # Long enough for the requests below on a busy machine; the test then waits the rest out.
+    signature, token = s.sign(key, 5), s.make_token(prefix, 5)
     short = {
-        "signature": f"{edge}/origin/{key}?{s.sign(key, 2).query()}",
-        "token": f"{edge}/origin/t/{s.make_token(prefix, 2)}/{key}",
+        "signature": f"{edge}/origin/{key}?{signature.query()}",
+        "token": f"{edge}/origin/t/{token}/{key}",
     }
+    expires = max(signature.exp, int(token.split(".")[1]))
     # The edge remembers credentials it verified; repeating a URL must not outlive its expiry.
     for url in short.values():
         for _ in range(3):
             response = httpx.get(url)
             assert response.status_code == 200 and digest(response.content) == digest(data)
     assert httpx.get(short["signature"]).headers["x-cache"] == "HIT"
-    time.sleep(3.1)
+    # Both expire once the clock's whole seconds pass ``exp``.
+    time.sleep(max(0.0, expires + 1 - time.time()) + 0.1)
     for case, url in short.items():
         for method in ("GET", "HEAD"):
             refused = httpx.request(method, url)

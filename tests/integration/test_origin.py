@@ -20,7 +20,7 @@ import pytest
 from shared import hls
 from shared.resources import Resources
 from shared.settings import BaseServiceSettings
-from tests.support import Processes
+from tests.support import Processes, wait_for
 from tests.support_origin import (
     SeededVideo,
     make_ladder,
@@ -189,6 +189,7 @@ def test_stream_api_errors(origin: str) -> None:
 
 
 def test_token_mode_covers_the_video_prefix(origin: str, video: SeededVideo) -> None:
+    before = int(time.time())
     body = httpx.get(f"{origin}/api/stream/{video.id}", params={"mode": "token"}).json()
     assert body["mode"] == "token"
     master_url = body["master_url"]
@@ -196,7 +197,9 @@ def test_token_mode_covers_the_video_prefix(origin: str, video: SeededVideo) -> 
     assert match, master_url
     token = match.group(1)
     kid, exp, sig = token.split(".")
-    assert kid == "k1" and int(exp) > time.time() + 300
+    # Issued for the playlist TTL plus the whole video, counted from when it was asked for.
+    assert kid == "k1" and body["expires_in"] >= 300 + 8
+    assert before + body["expires_in"] <= int(exp) <= int(time.time()) + body["expires_in"]
     covered = f"{video.prefix}hls/"  # the master's folder, not the whole video folder
     expected = hmac.new(SECRET.encode(), f"t:{covered}{exp}".encode(), hashlib.sha256)
     assert sig == expected.hexdigest()
@@ -405,11 +408,26 @@ def test_cors_for_players_on_other_sites(segment: tuple[str, bytes]) -> None:
     assert "content-range" in exposed and "content-length" in exposed
 
 
-def response_bytes(origin: str, route: str) -> float:
+def metric(origin: str, name: str, route: str) -> float:
     for line in httpx.get(f"{origin}/metrics").text.splitlines():
-        if line.startswith("http_response_bytes_total{") and f'route="{route}"' in line:
+        if line.startswith(name + "{") and f'route="{route}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def response_bytes(origin: str, route: str) -> float:
+    """The route's byte counter once no response of the route is still being finished.
+
+    A client has the whole body before the server has finished the request: the counter moves
+    when the response ends, just after the last bytes went out, and the in-progress gauge drops
+    in the same step.
+    """
+    wait_for(
+        lambda: metric(origin, "http_requests_in_progress", route) == 0,
+        timeout=15,
+        what=f"the responses of {route} to end",
+    )
+    return metric(origin, "http_response_bytes_total", route)
 
 
 def test_bytes_sent_by_path_are_counted(origin: str, segment: tuple[str, bytes]) -> None:

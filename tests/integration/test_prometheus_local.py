@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,11 @@ def test_vsp_up_prometheus_scrapes_the_suite_ports(tmp_path: Path) -> None:
             return list(body["data"]["activeTargets"])
 
         # upload, chunked_upload, origin, two edges, four redirectors, balancer, two workers
-        active = wait_for(lambda: len(targets()) == 12 and targets(), timeout=20, what="targets")
+        def all_targets() -> list[dict] | None:
+            found = targets()
+            return found if len(found) == 12 else None
+
+        active = wait_for(all_targets, timeout=60, what="targets")
         addresses = {t["labels"]["instance"] for t in active}
         assert f"127.0.0.1:{settings.upload_port}" in addresses
         assert {f"127.0.0.1:{p}" for p in settings.edge_ports} <= addresses
@@ -39,8 +44,13 @@ def test_vsp_up_prometheus_scrapes_the_suite_ports(tmp_path: Path) -> None:
         rules = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
         assert len(rules) == 3
     finally:
+        # Never left running into the next test, however slow it is to stop.
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_without_prometheus_the_suite_goes_on(

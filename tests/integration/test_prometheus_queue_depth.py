@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
@@ -27,7 +28,9 @@ def new_job() -> TranscodeJob:
 
 @pytest.fixture
 async def broker(settings: BaseServiceSettings) -> AsyncIterator[Broker]:
-    topo = Topology(f"depth{uuid.uuid4().hex[:8]}", (1, 2))
+    # Retry delays far longer than a test: a message published to a retry queue stays there
+    # (it would move to the jobs queue when its delay ran out) whatever the machine's pace.
+    topo = Topology(f"depth{uuid.uuid4().hex[:8]}", (300, 600))
     broker = Broker(settings.amqp_url, topo)
     await broker.connect()
     yield broker
@@ -72,11 +75,32 @@ async def test_monitor_polls_until_stopped_and_survives_a_closed_connection(
     broker: Broker,
 ) -> None:
     monitor = QueueDepthMonitor(broker, interval_seconds=0.05)
+    refreshes = {"ok": 0, "failed": 0}
+    refresh = monitor.refresh
+
+    async def counted() -> None:
+        try:
+            await refresh()
+        except BaseException:
+            refreshes["failed"] += 1
+            raise
+        refreshes["ok"] += 1
+
+    monitor.refresh = counted  # type: ignore[method-assign]
+
+    async def until(what: str, predicate: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {refreshes}"
+            await asyncio.sleep(0.02)
+
     monitor.start()
-    await asyncio.sleep(0.2)
+    # It keeps polling: several refreshes, not one.
+    await until("three refreshes", lambda: refreshes["ok"] >= 3)
     assert monitor._task is not None and not monitor._task.done()
     await broker.connection.close()
-    await asyncio.sleep(0.2)
+    # Refreshes fail while the connection is closed, and the loop goes on past each failure.
+    await until("three failed refreshes", lambda: refreshes["failed"] >= 3)
     assert not monitor._task.done()
     await monitor.stop()
     assert monitor._task is None

@@ -103,18 +103,21 @@ async def test_listener_reconnects_and_catches_up(instances: list[Redirector]) -
     dsn = listen_dsn(first.settings.database_url)
     admin = await asyncpg.connect(dsn)
     try:
-        # Cut every LISTEN connection to this database, as a database restart would.
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-        )
-        await until(lambda: not second.listening, 5)
-        # A change written while nobody listens on the second instance...
+        # A change the instances are not told about (no NOTIFY), as one committed while their
+        # listeners are gone would be. Written before the cut, not after it: the listener may
+        # be back within its 0.2 s reconnect delay, before a write that follows the cut lands.
         await admin.execute(
             "INSERT INTO redirector_config (id, cdn_host, ratio, status_code, sticky, version) "
             "VALUES ($1, 'missed.example', 6, 302, false, 41)",
             ROW_ID,
         )
+        # Cut every LISTEN connection to this database, as a database restart would...
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        await until(lambda: not second.listening, 5)
+        assert second.config.version != 41, "the instance knew of the change before it reconnected"
     finally:
         await admin.close()
     # ...is read when it reconnects.

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +18,14 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from services.chunked_upload.lock import lock_key
+from shared.mq.topology import Topology
 from shared.resources import Resources
 from shared.storage.base import ObjectStore
 from shared.storage.filesystem import FilesystemStore
 from shared.storage.s3 import S3Store
-from tests.support import ROOT, Processes, make_clip
+from tests.support import ROOT, Processes, delete_topology, make_clip
+from tests.support_transcode import eventually
 from tests.support_upload import MIB, ensure_node_clients, padded_media, sha256_file
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -54,12 +57,24 @@ def _store(env: dict[str, str]) -> ObjectStore:
 
 
 @pytest.fixture(scope="module", params=["fs", "s3"])
-def tus(request: pytest.FixtureRequest, test_env: dict[str, str], test_root: Path) -> Iterator[Tus]:
-    """One chunked_upload process per backend for the module (fs parts are kept small)."""
+async def tus(
+    request: pytest.FixtureRequest, test_env: dict[str, str], test_root: Path, res: Resources
+) -> AsyncIterator[Tus]:
+    """One chunked_upload process per backend for the module (fs parts are kept small).
+
+    Every finished upload becomes a video whose transcode job the service publishes. It
+    publishes to exchanges and queues of its own, deleted at the end: on the session's queue
+    the jobs would wait for whichever test starts a worker next, and take its time.
+    """
+    shared = res.need_broker().topology
+    topology = Topology(
+        f"{shared.prefix}.tus-{request.param}-{uuid.uuid4().hex[:6]}", shared.retry_delays_seconds
+    )
     env = {
         "CHUNKED_UPLOAD_SWEEP_INTERVAL_SECONDS": "0.5",
         "CHUNKED_UPLOAD_LOCK_TTL_SECONDS": "5",
         "CHUNKED_UPLOAD_MAX_BYTES": str(64 * MIB),
+        "MQ_PREFIX": topology.prefix,
     }
     if request.param == "fs":
         env |= {"STORAGE_BACKEND": "fs", "CHUNKED_UPLOAD_PART_BYTES": str(64 * 1024)}
@@ -73,12 +88,13 @@ def tus(request: pytest.FixtureRequest, test_env: dict[str, str], test_root: Pat
             "S3_REGION": "us-east-1",
         }
     manager = Processes(test_root / "logs" / f"tus-{request.param}", test_env)
-    proc = manager.service("chunked_upload", env=env)
-    full_env = {**test_env, **env}
     try:
+        proc = manager.service("chunked_upload", env=env)
+        full_env = {**test_env, **env}
         yield Tus(request.param, proc.url or "", full_env, _store(full_env))
     finally:
         manager.stop_all()
+        await delete_topology(res.need_broker().connection, topology)
 
 
 @pytest.fixture(scope="module")
@@ -390,24 +406,28 @@ async def test_expired_upload_is_gone_and_its_parts_swept(
     assert await leftovers(tus, upload_id) == []
 
 
-async def test_concurrent_patch_is_refused_and_never_corrupts(tus: Tus, clip: Path) -> None:
+async def test_concurrent_patch_is_refused_and_never_corrupts(
+    tus: Tus, clip: Path, res: Resources
+) -> None:
     data = clip.read_bytes()
     url = create(tus, len(data))
-    started = asyncio.Event()
+    upload_id = uuid.UUID(url.rsplit("/", 1)[1])
     release = asyncio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
         yield data[:1000]
-        started.set()
         await release.wait()
         yield data[1000:]
+
+    async def locked() -> bool:
+        return bool(await res.need_redis().exists(lock_key(upload_id)))
 
     async with httpx.AsyncClient(timeout=30) as client:
         first = asyncio.create_task(
             client.patch(url, content=slow_body(), headers={**PATCH, "Upload-Offset": "0"})
         )
-        await started.wait()
-        await asyncio.sleep(0.5)  # the first request holds the lock now
+        # The body is under way once the server has taken the upload's lock for it.
+        await eventually(locked, within=15, what="the first PATCH to take the upload's lock")
         second = await client.patch(
             url, content=b"garbage" * 100, headers={**PATCH, "Upload-Offset": "0"}
         )

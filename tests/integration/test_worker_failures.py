@@ -1,11 +1,10 @@
 """Jobs that cannot succeed: retried with backoff, then failed, dead-lettered, cleaned up.
 
-Real worker processes on the session's queue (retry delays 1 s, 4 attempts in all).
+Real worker processes, each test on queues of its own (retry delays 1 s, 4 attempts in all).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -14,12 +13,14 @@ import httpx
 from shared.resources import Resources
 from tests.support import Processes, make_clip
 from tests.support_transcode import (
+    dead_letters,
+    eventually,
     faststart_clip,
     job_row,
+    own_queues,
     queued_video,
-    run_ids,
+    runs_removed,
     state_in,
-    take_dead_letters,
     truncate,
     with_outbox_row,
 )
@@ -38,40 +39,41 @@ async def test_corrupt_and_truncated_sources_fail_after_the_attempts_cap(
     garbage.write_bytes(whole.read_bytes()[:2048] + bytes(range(256)) * 400)
     corrupt = await queued_video(res, garbage)
 
-    worker = procs.worker("pull")
-    for job in (truncated, corrupt):
-        await res.need_broker().publish_job(job)
+    async with own_queues(res, procs) as (mq, env):
+        worker = procs.worker("pull", env=env)
+        for job in (truncated, corrupt):
+            await mq.need_broker().publish_job(job)
 
-    for job, words in ((truncated, "truncated or corrupt"), (corrupt, "ffmpeg failed")):
-        video = await state_in(res, job.video_id, {"failed", "ready"}, within=120)
-        assert video.state == "failed"
-        assert video.error and words in video.error, video.error
-        assert video.master_key is None and video.renditions == []
-        # Partial segments were published while ffmpeg ran; none may remain.
-        assert await run_ids(res, job.video_id) == set()
-        dead = await take_dead_letters(res, job.video_id)
-        assert len(dead) == 1
-        assert dead[0].headers["x-failure-reason"] == video.error
-        assert b'"attempt":%d' % topo.max_attempts in dead[0].body
+        for job, words in ((truncated, "truncated or corrupt"), (corrupt, "ffmpeg failed")):
+            video = await state_in(res, job.video_id, {"failed", "ready"}, within=120)
+            assert video.state == "failed"
+            assert video.error and words in video.error, video.error
+            assert video.master_key is None and video.renditions == []
+            # Partial segments were published while ffmpeg ran; none may remain. The worker
+            # removes them, then dead-letters the job, just after it marks the video failed.
+            await runs_removed(res, job.video_id)
+            dead = await dead_letters(mq, job.video_id)
+            assert len(dead) == 1
+            assert dead[0].headers["x-failure-reason"] == video.error
+            assert b'"attempt":%d' % topo.max_attempts in dead[0].body
 
-    log = worker.log()
-    assert log.count(f"job {truncated.job_id} attempt") == topo.max_attempts - 1
-    row = await job_row(res, truncated, "failed")
-    assert (row.worker_mode, row.attempts) == ("pull", topo.max_attempts)
-    assert row.started_at is not None and row.finished_at is not None
-    assert row.started_at <= row.finished_at
-    # The counters move just after the dead letter is published: poll briefly. Jobs other tests
-    # of the session left on the shared queue may add to them, so they are lower bounds; the
-    # per-job log and dead-letter checks above are exact.
-    wanted = {"failed": 2.0, "retried": 2.0 * 3}
-    async with httpx.AsyncClient() as client:
-        for _ in range(50):
-            counts = _job_counts((await client.get(f"{worker.url}/metrics")).text)
-            if all(counts.get(k, 0) >= v for k, v in wanted.items()):
-                break
-            await asyncio.sleep(0.1)
-    for outcome, least in wanted.items():
-        assert counts.get(outcome, 0) >= least, counts
+        log = worker.log()
+        assert log.count(f"job {truncated.job_id} attempt") == topo.max_attempts - 1
+        row = await job_row(res, truncated, "failed")
+        assert (row.worker_mode, row.attempts) == ("pull", topo.max_attempts)
+        assert row.started_at is not None and row.finished_at is not None
+        assert row.started_at <= row.finished_at
+        # The counters move just after the dead letter is published: poll briefly. The worker
+        # consumed this test's queue only, so the counts are exact.
+        wanted = {"failed": 2.0, "retried": 2.0 * (topo.max_attempts - 1)}
+        async with httpx.AsyncClient() as client:
+
+            async def counted() -> dict[str, float] | None:
+                counts = _job_counts((await client.get(f"{worker.url}/metrics")).text)
+                return counts if all(counts.get(k, 0) >= v for k, v in wanted.items()) else None
+
+            counts = await eventually(counted, within=15, what="the job counters")
+        assert {k: counts.get(k, 0) for k in wanted} == wanted, counts
 
 
 def _job_counts(metrics: str) -> dict[str, float]:
@@ -90,11 +92,12 @@ async def test_a_job_over_its_timeout_is_retried_then_failed(
     job = await with_outbox_row(
         res, await queued_video(res, make_clip(media_dir / "t360-60.mp4", seconds=60))
     )
-    procs.worker("push", env={"TRANSCODER_JOB_TIMEOUT_SECONDS": "1.5"})
-    await res.need_broker().publish_job(job)
-    video = await state_in(res, job.video_id, {"failed", "ready"}, within=90)
-    assert video.state == "failed" and video.error == "job timed out"
-    assert await run_ids(res, job.video_id) == set()
-    assert len(await take_dead_letters(res, job.video_id)) == 1
-    row = await job_row(res, job, "failed")
-    assert row.worker_mode == "push", row.worker_mode
+    async with own_queues(res, procs) as (mq, env):
+        procs.worker("push", env={**env, "TRANSCODER_JOB_TIMEOUT_SECONDS": "1.5"})
+        await mq.need_broker().publish_job(job)
+        video = await state_in(res, job.video_id, {"failed", "ready"}, within=90)
+        assert video.state == "failed" and video.error == "job timed out"
+        await runs_removed(res, job.video_id)
+        assert len(await dead_letters(mq, job.video_id)) == 1
+        row = await job_row(res, job, "failed")
+        assert row.worker_mode == "push", row.worker_mode
