@@ -62,7 +62,7 @@ class Backend:
 
     def cost(self, now: float, slow_start_seconds: float) -> float:
         """Expected wait on this backend: response time times the queue a new request joins."""
-        rtt = self.rtt.value or 1e-4
+        rtt = self.rtt.decayed(now) or 1e-4
         return rtt * (self.in_flight + 1) / self.effective_weight(now, slow_start_seconds)
 
 

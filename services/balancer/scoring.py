@@ -158,6 +158,17 @@ class PeakEwma:
         self._at = now
         return self.value
 
+    def decayed(self, now: float) -> float:
+        """The value faded toward zero for the time since the last sample.
+
+        What picking compares: a backend that gets no requests gets no samples, so its last
+        (slow) value would otherwise stand for ever and starve it. Faded, it earns a probe
+        request after a few time constants, and a slow answer sends it straight back up.
+        """
+        if self._at is None:
+            return self.value
+        return self.value * math.exp(-max(0.0, now - self._at) / self.decay_seconds)
+
     def reset(self) -> None:
         self.value = 0.0
         self._at = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -18,6 +20,7 @@ from services.upload.service import (
     claim_video_id,
 )
 from shared.app import resources
+from shared.db.models import Video
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.ingest import SourceMetadata
 from shared.resources import Resources
@@ -38,18 +41,48 @@ def _tags(raw: str | None) -> list[str]:
     return tags
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    # Straight from ASGI receive: one generator per chunk instead of two on the hot path.
-    receive = request.receive
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise UploadInterrupted("the client stopped sending before the end of the body")
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
+# A refused body is read and dropped up to this much, for at most this long, before the answer:
+# a client still sending then hears the JSON error instead of a reset connection (HTTP/1.1) or
+# a reset stream (HTTP/2) that can overtake the response.
+_DRAIN_BYTES = 16 * 1024 * 1024
+_DRAIN_SECONDS = 5.0
+
+
+class _Body:
+    """The request body straight from ASGI ``receive``, and what is left of it once refused."""
+
+    def __init__(self, request: Request) -> None:
+        self.receive = request.receive
+        self.ended = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        # Straight from ASGI receive: one generator per chunk instead of two on the hot path.
+        receive = self.receive
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.ended = True
+                raise UploadInterrupted("the client stopped sending before the end of the body")
+            body = message.get("body", b"")
+            if not message.get("more_body", False):
+                self.ended = True
+                if body:
+                    yield body
+                return
+            if body:
+                yield body
+
+    async def drain(self) -> None:
+        """Read and drop the rest of the body, within ``_DRAIN_BYTES`` and ``_DRAIN_SECONDS``."""
+        left = _DRAIN_BYTES
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                while not self.ended and left > 0:
+                    message = await self.receive()
+                    left -= len(message.get("body", b""))
+                    self.ended = message["type"] != "http.request" or not message.get(
+                        "more_body", False
+                    )
 
 
 class UploadParams:
@@ -87,13 +120,40 @@ async def _upload(
             "application/octet-stream (or video/*, audio/*) or in a multipart/form-data form"
         )
     max_bytes = int(getattr(res.settings, "upload_max_bytes", 0))
+    body = _Body(request)
     if boundary is None and params.content_length is not None and params.content_length > max_bytes:
+        # Refused before a byte is read. A client that asked first (Expect: 100-continue) sends
+        # nothing more; one that did not is sending the body anyway, so a small one is drained.
+        asked_first = "100-continue" in request.headers.get("expect", "").lower()
+        if not asked_first and params.content_length - max_bytes <= _DRAIN_BYTES:
+            await body.drain()
         raise PayloadTooLarge(
             f"the upload exceeds the maximum of {max_bytes} bytes", max_bytes=max_bytes
         )
-    video = await accept_upload(
+    try:
+        video = await _accept(res, body, params, video_id, max_bytes, boundary)
+    except PayloadTooLarge:
+        await body.drain()
+        raise
+    location = f"/api/videos/{video.id}"
+    links = {"self": location, "progress": f"{location}/events"}
+    created = VideoCreated.from_video(video, links)
+    return JSONResponse(
+        created.model_dump(mode="json"), status_code=201, headers={"Location": location}
+    )
+
+
+async def _accept(
+    res: Resources,
+    body: _Body,
+    params: UploadParams,
+    video_id: uuid.UUID,
+    max_bytes: int,
+    boundary: bytes | None,
+) -> Video:
+    return await accept_upload(
         res,
-        _body(request),
+        body.chunks(),
         UploadRequest(
             video_id=video_id,
             max_bytes=max_bytes,
@@ -105,12 +165,6 @@ async def _upload(
                 getattr(res.settings, "upload_progress_interval_seconds", 0.5)
             ),
         ),
-    )
-    location = f"/api/videos/{video.id}"
-    links = {"self": location, "progress": f"{location}/events"}
-    body = VideoCreated.from_video(video, links)
-    return JSONResponse(
-        body.model_dump(mode="json"), status_code=201, headers={"Location": location}
     )
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 SLOW = "b0"
 DELAY_SECONDS = 0.25
-WARM_SECONDS = 3
+WARM_SECONDS = 5
 SLOW_SECONDS = 8
 STEER_WITHIN_SECONDS = 5
 

@@ -223,13 +223,44 @@ async def test_size_limit_is_enforced_while_streaming(
                 "detail": f"the upload exceeds the maximum of {MIB} bytes",
                 "max_bytes": MIB,
             }
-        async with httpx.AsyncClient(timeout=60) as client:
-            declared = await client.put(
-                f"{small.url}/api/videos",
-                content=b"\0" * (MIB + 1),
-                headers={"Content-Type": "application/octet-stream"},
+        # A declared Content-Length over the limit is refused before any byte is read; a client
+        # that asks first (Expect: 100-continue, as curl does for big bodies) sends none.
+        too_big = test_root / "too-big.bin"
+        too_big.write_bytes(b"\0" * (MIB + 1))
+        for args in (["--http1.1", "-H", "Expect: 100-continue"], ["--http2-prior-knowledge"]):
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    "curl",
+                    "-sS",
+                    "-T",
+                    str(too_big),
+                    "-H",
+                    "Content-Type: application/octet-stream",
+                    *args,
+                    "-w",
+                    "\n%{http_code} %{size_upload}",
+                    f"{small.url}/api/videos",
+                ],
+                capture_output=True,
+                timeout=120,
             )
-        assert declared.status_code == 413
+            body, _, status = done.stdout.decode().rpartition("\n")
+            code, _, sent = status.partition(" ")
+            assert code == "413", done
+            assert json.loads(body)["max_bytes"] == MIB
+            if args[0] == "--http1.1":
+                assert int(sent) == 0, "the body was sent although the server refused it"
+        # A client that sends it unasked gets the answer too: the server drains a small excess.
+        async with httpx.AsyncClient(timeout=60) as client:
+            for _ in range(5):
+                unasked = await client.put(
+                    f"{small.url}/api/videos",
+                    content=b"\0" * (MIB + 1),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                assert unasked.status_code == 413
+                assert unasked.json()["error"] == "payload_too_large"
         assert await snapshot(res) == before
     finally:
         manager.stop_all()

@@ -161,6 +161,26 @@ def test_power_of_two_choices_avoids_the_slow_backend() -> None:
     assert abs(counts["b1"] - counts["b2"]) < 120
 
 
+def test_a_starved_backend_is_probed_again_once_its_slowness_fades() -> None:
+    # One request every 0.1 s for 20 s, each answered at once: b0 answers in 300 ms, the
+    # others in 5 ms. With nothing to sample, b0's slowness must fade, or it is never tried
+    # again: it gets a probe every few time constants, and each slow answer sends it back.
+    pool = make_pool(3)
+    slow = by_name(pool, "b0")
+    slow.rtt.observe(0.300, now=0.0)
+    probes = []
+    for step in range(1, 201):
+        now = step * 0.1
+        backend = pool.pick(now)
+        assert backend is not None
+        if backend is slow:
+            probes.append(now)
+        backend.rtt.observe(0.300 if backend is slow else 0.005, now)
+    assert probes, "the slow backend was never tried again"
+    assert 6.0 < probes[0] < 12.0, probes
+    assert len(probes) <= 4, probes
+
+
 def test_power_of_two_choices_weighs_the_queue_a_request_joins() -> None:
     pool = make_pool(2)
     for backend in pool.backends:
