@@ -161,9 +161,10 @@ class PeakEwma:
     def decayed(self, now: float) -> float:
         """The value faded toward zero for the time since the last sample.
 
-        What picking compares: a backend that gets no requests gets no samples, so its last
-        (slow) value would otherwise stand for ever and starve it. Faded, it earns a probe
-        request after a few time constants, and a slow answer sends it straight back up.
+        What picking compares. A backend that gets no requests is sampled only by the monitor's
+        scrapes, and not at all while they fail or are switched far apart, so its last (slow)
+        value would otherwise stand and starve it. Faded, it earns a probe request after a few
+        time constants, and a slow answer sends it straight back up.
         """
         if self._at is None:
             return self.value
