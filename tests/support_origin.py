@@ -5,19 +5,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import psutil
-
 from shared.db.models import Rendition, Video, VideoState
 from shared.resources import Resources
 from shared.settings import BaseServiceSettings
 from shared.signing import Signer
-from tests.support import VSP, Processes, free_port, wait_http
+from tests.support import VSP, Processes, free_port
 
 _STREAM_INF = re.compile(r"#EXT-X-STREAM-INF:(.*)")
 _ATTR = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
@@ -154,48 +151,17 @@ def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-def listens_on(pid: int, port: int) -> bool:
-    """Whether process ``pid`` or one it started holds a listening TCP socket on ``port``."""
-    try:
-        parent = psutil.Process(pid)
-        family = [parent, *parent.children(recursive=True)]
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    for process in family:
-        try:
-            sockets = process.net_connections(kind="tcp")
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in sockets):
-            return True
-    return False
-
-
 def start_origin(
     manager: Processes, *, env: dict[str, str] | None = None, timeout: float = 120
 ) -> str:
-    """``vsp serve origin`` on a free port; a generous start timeout for a busy machine.
-
-    A port that was free a moment ago can be taken before the origin binds it (by another
-    test run on the machine, or as the local end of an outgoing connection). The origin then
-    exits, and it starts again on another port; until the origin itself listens, whatever
-    answers on the port is not asked whether it is ready.
-    """
-    for _ in range(3):
-        port = free_port()
-        proc = manager.start("origin", [*VSP, "serve", "origin", "--port", str(port)], env=env)
-        deadline = time.monotonic() + timeout
-        while proc.popen.poll() is None and not listens_on(proc.popen.pid, port):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the origin did not listen on {port} in {timeout} s")
-            time.sleep(0.1)
-        if proc.popen.poll() is not None:
-            log = proc.log()
-            if "address already in use" in log.lower():
-                continue
-            raise RuntimeError(f"the origin exited with {proc.popen.returncode}:\n{log}")
-        ready = f"http://127.0.0.1:{port}/readyz"
-        wait_http(ready, timeout=max(1.0, deadline - time.monotonic()), proc=proc)
-        proc.url = f"http://127.0.0.1:{port}"
-        return proc.url
-    raise RuntimeError("the origin found no free port in three tries")
+    """``vsp serve origin`` on a free port; a generous start timeout for a busy machine."""
+    port = free_port()
+    proc = manager.start(
+        "origin",
+        [*VSP, "serve", "origin", "--port", str(port)],
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+        env=env,
+        timeout=timeout,
+    )
+    proc.url = f"http://127.0.0.1:{port}"
+    return proc.url

@@ -20,7 +20,6 @@ from services.upload.service import (
     claim_video_id,
 )
 from shared.app import resources
-from shared.db.models import Video
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.ingest import SourceMetadata
 from shared.resources import Resources
@@ -130,8 +129,19 @@ async def _upload(
         raise PayloadTooLarge(
             f"the upload exceeds the maximum of {max_bytes} bytes", max_bytes=max_bytes
         )
+    upload = UploadRequest(
+        video_id=video_id,
+        max_bytes=max_bytes,
+        expected_sha256=params.expected_sha256,
+        meta=params.meta,
+        declared_bytes=params.content_length,
+        form_boundary=boundary,
+        progress_interval_seconds=float(
+            getattr(res.settings, "upload_progress_interval_seconds", 0.5)
+        ),
+    )
     try:
-        video = await _accept(res, body, params, video_id, max_bytes, boundary)
+        video = await accept_upload(res, body.chunks(), upload)
     except PayloadTooLarge:
         await body.drain()
         raise
@@ -140,31 +150,6 @@ async def _upload(
     created = VideoCreated.from_video(video, links)
     return JSONResponse(
         created.model_dump(mode="json"), status_code=201, headers={"Location": location}
-    )
-
-
-async def _accept(
-    res: Resources,
-    body: _Body,
-    params: UploadParams,
-    video_id: uuid.UUID,
-    max_bytes: int,
-    boundary: bytes | None,
-) -> Video:
-    return await accept_upload(
-        res,
-        body.chunks(),
-        UploadRequest(
-            video_id=video_id,
-            max_bytes=max_bytes,
-            expected_sha256=params.expected_sha256,
-            meta=params.meta,
-            declared_bytes=params.content_length,
-            form_boundary=boundary,
-            progress_interval_seconds=float(
-                getattr(res.settings, "upload_progress_interval_seconds", 0.5)
-            ),
-        ),
     )
 
 

@@ -23,6 +23,7 @@ import websockets.sync.client
 from shared.resources import Resources
 from tests.support import Processes, free_port, wait_for
 from tests.support_balancer import balancer_spec, put_object, signed_path, start_all, start_cluster
+from tests.support_transcode import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -42,14 +43,12 @@ async def stats_after(client: httpx.AsyncClient, lb: str, moment: float) -> dict
     Stats are a snapshot per scrape tick, taken once the tick's scrapes are in, so how soon one
     follows a request depends on how busy the machine is.
     """
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def check() -> dict[str, Any] | None:
         stats: dict[str, Any] = (await client.get(f"{lb}/api/stats")).json()
-        if stats["time"] > moment:
-            return stats
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no stats snapshot after the requests: {stats}")
-        await asyncio.sleep(0.2)
+        return stats if stats["time"] > moment else None
+
+    return await eventually(check, within=30, what="a stats snapshot after the requests")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -16,6 +15,7 @@ from shared.mq.depth import QueueDepthMonitor, sample_depth
 from shared.mq.messages import TranscodeJob
 from shared.mq.topology import Topology
 from shared.settings import BaseServiceSettings
+from tests.support_transcode import eventually
 
 
 def gauge(name: str, queue: str) -> float | None:
@@ -89,10 +89,10 @@ async def test_monitor_polls_until_stopped_and_survives_a_closed_connection(
     monitor.refresh = counted  # type: ignore[method-assign]
 
     async def until(what: str, predicate: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 30
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {refreshes}"
-            await asyncio.sleep(0.02)
+        async def check() -> bool:
+            return predicate()
+
+        await eventually(check, within=30, what=f"{what} ({refreshes})")
 
     monitor.start()
     # It keeps polling: several refreshes, not one.
