@@ -30,8 +30,8 @@ from load_tests.harness import (
     free_port,
     wrk,
 )
-from shared.settings import BaseServiceSettings
-from shared.signing import Signer
+from shared.core.settings import BaseServiceSettings
+from shared.core.signing import Signer
 
 ADMIN_TOKEN = "bench-admin-token"
 KEY = "videos/00000000-0000-4000-8000-00000000beef/hls/720p/seg_00000.m4s"

@@ -36,9 +36,9 @@ from load_tests.harness import (
     pin,
     wrk,
 )
-from services.proxy_config import Backend, HaproxyBalance, render_haproxy
-from shared.settings import BaseServiceSettings
-from shared.signing import Signer
+from services.configs.proxies import Backend, HaproxyBalance, render_haproxy
+from shared.core.settings import BaseServiceSettings
+from shared.core.signing import Signer
 from shared.storage.filesystem import FilesystemStore
 
 HITS = {"HIT", "STALE", "COALESCED", "REVALIDATED"}

@@ -39,7 +39,7 @@ from load_tests.harness import (
     free_port,
     wrk,
 )
-from services.prometheus_config import (
+from services.configs.prometheus import (
     PROMETHEUS_DIR,
     ScrapeJob,
     prometheus_command,

@@ -13,7 +13,7 @@ Rows:
 - origin (token): ``/origin/t/<token>/<path>``, the path token checked on every request.
 - origin uvicorn: the same origin under uvicorn (``ORIGIN_SERVER=uvicorn``): bytes read and
   written by Python.
-- framework route: the signature check and ``shared.delivery.object_response`` behind a FastAPI
+- framework route: the signature check and ``shared.http.delivery.object_response`` behind a FastAPI
   route under uvicorn, what the plain-ASGI hot path replaced (``--no-framework`` skips it).
 
 Usage: ``python -m load_tests.bench_origin --seconds 5 --connections 8``; prints a table and
@@ -43,8 +43,8 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
 from load_tests.harness import Comparison, Report, free_port
-from shared.delivery import object_response
-from shared.signing import Signer
+from shared.core.signing import Signer
+from shared.http.delivery import object_response
 from shared.storage.filesystem import FilesystemStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,7 +255,7 @@ http {{
 """
     )
     python = sys.executable
-    vsp_origin = [python, "-m", "services.cli", "serve", "origin", "--port"]
+    vsp_origin = [python, "-m", "services.cli.main", "serve", "origin", "--port"]
     commands = {
         "nginx": (["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)], {}),
         "origin": ([*vsp_origin, str(ports["origin"])], {"ORIGIN_SERVER": "granian"}),

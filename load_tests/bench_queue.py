@@ -35,7 +35,7 @@ from load_tests.harness import Comparison, Report, command_line
 from shared.mq.broker import Broker
 from shared.mq.messages import PurgeJob, TranscodeJob
 from shared.mq.topology import Topology
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

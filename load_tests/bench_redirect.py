@@ -45,7 +45,7 @@ from load_tests.harness import (
     free_port,
     wrk,
 )
-from services.proxy_config import Backend, render_nginx
+from services.configs.proxies import Backend, render_nginx
 from shared.db.migrate import upgrade
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"

@@ -33,9 +33,9 @@ from services.transcoder.settings import Settings
 from shared.db.migrate import upgrade
 from shared.db.models import VideoState
 from shared.db.repositories import VideoRepository
-from shared.ffprobe import MediaInfo, probe
+from shared.media.ffprobe import MediaInfo, probe
 from shared.mq.messages import TranscodeJob
-from shared.resources import Resources, close_resources, open_resources
+from shared.runtime.resources import Resources, close_resources, open_resources
 
 
 def make_source(path: Path, seconds: int) -> Path:

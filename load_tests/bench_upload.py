@@ -153,11 +153,11 @@ def serve_minimal(port: int, folder: Path) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from services.serve import _limit_heap_growth, serve_http2
     from services.upload.settings import Settings
+    from shared.runtime.servers import limit_heap_growth, serve_http2
 
     app = Starlette(routes=[Mount("/", app=MinimalUploadApp(folder))])
-    _limit_heap_growth()
+    limit_heap_growth()
     asyncio.run(serve_http2(app, Settings(), host="127.0.0.1", port=port))
 
 
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         ports = {"http": free_port(), "https": free_port()}
         ours = _start(
-            ["services.cli", "serve", "upload", "--port", str(ports["http"])],
+            ["services.cli.main", "serve", "upload", "--port", str(ports["http"])],
             {**env, "UPLOAD_TLS_PORT": str(ports["https"])},
             f"http://127.0.0.1:{ports['http']}/readyz",
         )

@@ -226,7 +226,7 @@ def wrk(
     )
 
 
-VSP = [sys.executable, "-m", "services.cli"]
+VSP = [sys.executable, "-m", "services.cli.main"]
 
 
 class ProcessStack:

@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from shared.core.settings import BaseServiceSettings
 from shared.db.migrate import upgrade
-from shared.resources import Resources, close_resources, open_resources
-from shared.settings import BaseServiceSettings
+from shared.runtime.resources import Resources, close_resources, open_resources
 from tests.support import AMQP_URL, Processes, drop_topology, environ
 
 RUN_ID = f"{os.getpid()}{uuid.uuid4().hex[:6]}"

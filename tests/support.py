@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, Playwright
 
-from shared.samples import synthetic_clip as make_clip
+from shared.media.samples import synthetic_clip as make_clip
 
 __all__ = ["make_clip"]
 
 ROOT = Path(__file__).resolve().parent.parent
-VSP = [sys.executable, "-m", "services.cli"]
+VSP = [sys.executable, "-m", "services.cli.main"]
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from shared.settings import BaseServiceSettings
-from shared.signing import Signer
+from shared.core.settings import BaseServiceSettings
+from shared.core.signing import Signer
 from shared.storage.base import ObjectStore
 from tests.support import VSP, Proc, Processes, free_port, wait_http
 

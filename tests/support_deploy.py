@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 
-from services.cli import app
-from services.registry import SERVICES
-from shared.settings import BaseServiceSettings
+from services.cli.main import app
+from services.runtime.registry import SERVICES
+from shared.core.settings import BaseServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 _CLI: Any = typer.main.get_command(app)

@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.proxy_config import Backend, HaproxyBalance, render_haproxy
+from services.configs.proxies import Backend, HaproxyBalance, render_haproxy
+from shared.core.settings import BaseServiceSettings
+from shared.core.signing import Signer
 from shared.mq.broker import Broker
 from shared.mq.messages import VideoEvent
 from shared.mq.topology import Topology
-from shared.resources import store_from_settings
-from shared.settings import BaseServiceSettings
-from shared.signing import Signer
+from shared.runtime.resources import store_from_settings
 from tests.support import VSP, Proc, Processes, free_port, wait_for
 
 ADMIN_TOKEN = "edge-admin-token-for-tests"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from services.prometheus_config import ScrapeJob, prometheus_command, render_prometheus
-from services.registry import SERVICES
+from services.configs.prometheus import ScrapeJob, prometheus_command, render_prometheus
+from services.runtime.registry import SERVICES
 from tests.support import VSP, Proc, Processes, free_port, wait_for, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ def dashboard_queries() -> dict[str, list[str]]:
 
 def start_proxies(procs: Processes, tmp: Path, suite: Suite) -> str:
     """haproxy over the suite's edges and nginx over its redirectors and haproxy; nginx's URL."""
-    from services.proxy_config import Backend, render_haproxy, render_nginx
+    from services.configs.proxies import Backend, render_haproxy, render_nginx
 
     haproxy_port, nginx_port = free_port(), free_port()
     edges = [Backend(f"edge-{i}", a) for i, a in enumerate(suite.addresses("edge"), start=1)]

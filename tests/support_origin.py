@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from shared.core.settings import BaseServiceSettings
+from shared.core.signing import Signer
 from shared.db.models import Rendition, Video, VideoState
-from shared.resources import Resources
-from shared.settings import BaseServiceSettings
-from shared.signing import Signer
+from shared.runtime.resources import Resources
 from tests.support import VSP, Processes, free_port
 
 _STREAM_INF = re.compile(r"#EXT-X-STREAM-INF:(.*)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from services.proxy_config import Backend, render_nginx
+from services.configs.proxies import Backend, render_nginx
 from shared.db.migrate import upgrade
 from tests.support import VSP, Proc, Processes, free_port, wait_for, wait_http
 

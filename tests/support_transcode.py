@@ -25,15 +25,15 @@ from typing import TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.db.models import TranscodeJob as JobRow
+from shared.db.models import TranscodeJobRow as JobRow
 from shared.db.models import Video, VideoState
 from shared.db.repositories import JobRepository, VideoRepository
+from shared.media.samples import synthetic_clip
 from shared.mq.broker import Broker
 from shared.mq.messages import TranscodeJob
+from shared.mq.outbox import add_job
 from shared.mq.topology import Topology
-from shared.outbox import add_job
-from shared.resources import Resources
-from shared.samples import synthetic_clip
+from shared.runtime.resources import Resources
 from shared.storage import ObjectStore
 from tests.support import Proc, Processes, delete_topology
 

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from services.balancer.routes import ops_router
 from services.balancer.service import Balancer
 from services.balancer.settings import Settings
-from shared.app import create_app
-from shared.faults import ADMIN_PATH
-from shared.resources import Resources
+from shared.http.app import create_app
+from shared.http.faults import ADMIN_PATH
+from shared.runtime.resources import Resources
 
 
 def build(settings: Settings | None = None) -> FastAPI:

@@ -25,7 +25,7 @@ from services.balancer.proxy import (
     error_response,
 )
 from services.balancer.upstream import Address, Connections, Upstream
-from shared.errors import AppError, BadRequest, PayloadTooLarge, UpstreamUnavailable
+from shared.core.errors import AppError, BadRequest, PayloadTooLarge, UpstreamUnavailable
 
 CONTROL_BODY_MAX_BYTES = 1024 * 1024
 # Requests parsed ahead of the one being answered before the viewer's socket is left unread.

@@ -23,8 +23,8 @@ from typing import Protocol
 from services.balancer import metrics
 from services.balancer.pool import Backend, Pool
 from services.balancer.upstream import Address, Connections, Upstream
-from shared.errors import AppError, UpstreamUnavailable
-from shared.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS, HTTP_RESPONSE_BYTES
+from shared.core.errors import AppError, UpstreamUnavailable
+from shared.http.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS, HTTP_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 
 from services.balancer.service import Balancer
-from shared.errors import NotFound
+from shared.core.errors import NotFound
 
 STATIC = Path(__file__).parent / "static"
 DASHBOARD_FILES = {"dashboard.js", "dashboard.css", "chart.umd.min.js"}

@@ -22,7 +22,7 @@ from services.balancer.front import Front
 from services.balancer.service import Balancer
 from services.balancer.settings import Settings
 from services.balancer.upstream import Address
-from services.serve import KEEP_ALIVE_SECONDS
+from shared.runtime.servers import KEEP_ALIVE_SECONDS
 
 BACKLOG = 2048
 

@@ -14,7 +14,7 @@ from services.balancer.pool import Backend, Pool
 from services.balancer.proxy import Proxy
 from services.balancer.settings import Settings
 from services.balancer.upstream import Connections
-from shared.tasks import cancel_and_wait
+from shared.core.tasks import cancel_and_wait
 
 # Idle backend connections are closed well before the backends' own keep-alive timeout (75 s),
 # so the balancer rarely reuses one the backend is closing at that moment.

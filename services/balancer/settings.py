@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shared.settings import BaseServiceSettings
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
 
 Strategy = Literal["tiered", "round_robin", "least_connections"]
 
@@ -32,11 +33,11 @@ class BackendSpec(BaseModel):
 
 
 class Settings(BaseServiceSettings):
-    balancer_port: int = 8090
+    balancer_port: int = ports.BALANCER
     balancer_backends: list[BackendSpec] = Field(
         default_factory=lambda: [
-            BackendSpec(url="http://127.0.0.1:8004", name="edge-1"),
-            BackendSpec(url="http://127.0.0.1:8005", name="edge-2"),
+            BackendSpec(url=ports.local_url(port), name=f"edge-{i}")
+            for i, port in enumerate(ports.EDGES, start=1)
         ],
         min_length=1,
         description='JSON list of URLs or {"url", "weight", "name"} objects',

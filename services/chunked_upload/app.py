@@ -12,9 +12,9 @@ from services.chunked_upload.routes import router as tus_router
 from services.chunked_upload.service import UploadLimits
 from services.chunked_upload.settings import Settings
 from services.chunked_upload.sweeper import ExpirySweeper
-from services.common import outbox_hooks, video_router
-from shared.app import create_app
-from shared.resources import Resources
+from shared.http.app import create_app
+from shared.runtime.resources import Resources
+from shared.videos.api import outbox_hooks, video_router
 
 _TUS_HEADER = (b"tus-resumable", b"1.0.0")
 

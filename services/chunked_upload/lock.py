@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from shared.errors import Locked
-from shared.tasks import cancel_and_wait
+from shared.core.errors import Locked
+from shared.core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from shared.errors import NotFound
+from shared.core.errors import NotFound
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {

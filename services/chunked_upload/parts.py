@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.chunked_upload.protocol import Checksum
+from services.chunked_upload.tus import Checksum
+from shared.core.errors import ChecksumMismatch, PayloadTooLarge
 from shared.db.models import Upload
 from shared.db.upload_repository import UploadRepository
-from shared.errors import ChecksumMismatch, PayloadTooLarge
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from shared.storage.base import MAX_PART_NUMBER
 
 log = logging.getLogger(__name__)

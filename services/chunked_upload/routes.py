@@ -11,7 +11,8 @@ from starlette.requests import ClientDisconnect
 
 from services.chunked_upload import service
 from services.chunked_upload.parts import BodyInterrupted
-from services.chunked_upload.protocol import (
+from services.chunked_upload.service import UploadLimits
+from services.chunked_upload.tus import (
     CHECKSUM_ALGORITHMS,
     EXTENSIONS,
     OFFSET_CONTENT_TYPE,
@@ -25,11 +26,10 @@ from services.chunked_upload.protocol import (
     parse_metadata,
     parse_non_negative,
 )
-from services.chunked_upload.service import UploadLimits
-from shared.app import resources
+from shared.core.errors import BadRequest, UnsupportedMediaType
 from shared.db.models import Upload
-from shared.errors import BadRequest, UnsupportedMediaType
-from shared.resources import Resources
+from shared.http.app import resources
+from shared.runtime.resources import Resources
 
 BASE_PATH = "/files"
 

@@ -16,12 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from services.chunked_upload.lock import upload_lock
 from services.chunked_upload.parts import append_body, choose_part_bytes, tails_prefix
-from services.chunked_upload.protocol import Checksum, Concat
 from services.chunked_upload.settings import Settings
-from shared import progress
-from shared.db.models import Upload
-from shared.db.upload_repository import UploadRepository
-from shared.errors import (
+from services.chunked_upload.tus import Checksum, Concat
+from shared.core.errors import (
     BadRequest,
     Conflict,
     Forbidden,
@@ -30,8 +27,11 @@ from shared.errors import (
     NotMedia,
     PayloadTooLarge,
 )
-from shared.ingest import SourceMetadata, finalize_source, reject_progress, source_key
-from shared.resources import Resources
+from shared.db.models import Upload
+from shared.db.upload_repository import UploadRepository
+from shared.runtime.resources import Resources
+from shared.videos import progress
+from shared.videos.ingest import SourceMetadata, finalize_source, reject_progress, source_key
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import BaseServiceSettings
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
 
 
 class Settings(BaseServiceSettings):
-    chunked_upload_port: int = 8002
+    chunked_upload_port: int = ports.CHUNKED_UPLOAD
     chunked_upload_cors_allow_origins: list[str] = Field(
         default_factory=lambda: ["*"],
         description="Origins whose pages may upload from the browser (tus-js-client on any site)",

@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 from services.chunked_upload.service import UploadLimits, sweep_expired
-from shared.resources import Resources
-from shared.tasks import cancel_and_wait
+from shared.core.tasks import cancel_and_wait
+from shared.runtime.resources import Resources
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from services.edge.routes import router
 from services.edge.rsgi import EdgeRSGI
 from services.edge.service import Edge
 from services.edge.settings import Settings
-from shared.app import create_app
-from shared.resources import Resources
+from shared.http.app import create_app
+from shared.runtime.resources import Resources
 
 
 def build(settings: Settings | None = None) -> EdgeASGI:

@@ -7,7 +7,7 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.edge.service import Edge
-from shared.errors import AppError
+from shared.core.errors import AppError
 from shared.mq.broker import Broker
 from shared.mq.messages import VideoEvent
 

@@ -23,9 +23,9 @@ from starlette.types import Receive, Scope, Send
 from services.edge.metrics import TALLY
 from services.edge.service import Edge, Served, TooLarge
 from services.edge.store import read_range
-from shared.errors import AppError, BadRequest
-from shared.http_range import parse_range
-from shared.signing import Signer, split_token_path
+from shared.core.errors import AppError, BadRequest
+from shared.core.signing import Signer, split_token_path
+from shared.http.ranges import parse_range
 from shared.storage.base import check_key
 
 PREFIX = "/origin/"

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from shared.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS
+from shared.http.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS
 
 RESULTS = ("hit", "miss", "stale", "coalesced", "revalidated", "pass", "denied", "error")
 # Results served without fetching the body from the origin for this request.

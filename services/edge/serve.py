@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services import asgi_server
 from services.edge.settings import Settings
-from services.serve import KEEP_ALIVE_SECONDS
+from shared.runtime import servers
+from shared.runtime.servers import KEEP_ALIVE_SECONDS
 
 
 def _build(settings: Settings) -> Any:
@@ -28,7 +28,7 @@ def _build_rsgi(settings: Settings) -> Any:
 
 def app() -> Any:
     """Granian's factory, called in its worker process."""
-    return asgi_server.granian_factory("edge", Settings, _build_rsgi)
+    return servers.granian_factory("edge", Settings, _build_rsgi)
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:
@@ -36,7 +36,7 @@ def run(settings: Settings, *, host: str, port: int) -> None:
     from granian.constants import Interfaces, RuntimeModes
     from granian.http import HTTP1Settings
 
-    asgi_server.run(
+    servers.run(
         settings,
         server=settings.edge_server,
         factory="services.edge.serve:app",

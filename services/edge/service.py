@@ -21,15 +21,15 @@ from services.edge import metrics
 from services.edge.freshness import Policy, policy_for
 from services.edge.settings import Settings
 from services.edge.store import DiskStore, Entry, MemoryTier
-from shared import hls
-from shared.errors import (
+from shared.core.errors import (
     AppError,
     GatewayTimeout,
     NotFound,
     RangeNotSatisfiable,
     UpstreamUnavailable,
 )
-from shared.signing import Signer
+from shared.core.signing import Signer
+from shared.media import hls
 
 log = logging.getLogger(__name__)
 

@@ -7,18 +7,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.settings import BaseServiceSettings
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
 
 MIB = 1024 * 1024
 
 
 class Settings(BaseServiceSettings):
-    edge_port: int = 8004
+    edge_port: int = ports.EDGE
     edge_server: Literal["granian", "uvicorn"] = Field(
         default="granian", description="HTTP server; under Granian hits leave through RSGI"
     )
     edge_id: str | None = Field(default=None, description="Sent as X-Edge-Id; default edge-<port>")
-    edge_origin_url: str = "http://127.0.0.1:8003"
+    edge_origin_url: str = ports.local_url(ports.ORIGIN)
     edge_cache_dir: Path = Path("var/edge-cache")
     edge_cache_max_bytes: int = Field(default=2048 * MIB, ge=64 * 1024)
     edge_cache_max_object_bytes: int = Field(

@@ -10,7 +10,7 @@ from services.origin import player
 from services.origin.delivery import OriginDelivery
 from services.origin.routes import router
 from services.origin.settings import Settings
-from shared.app import create_app
+from shared.http.app import create_app
 
 EXPOSED_HEADERS = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified"]
 

@@ -6,14 +6,14 @@ import logging
 import uuid
 from typing import Any
 
-from services.common import video_view
 from services.origin.service import base_url, video_prefix
 from services.origin.settings import Settings
-from shared import progress
+from shared.core.errors import NotFound
 from shared.db.models import Video, VideoState
 from shared.db.repositories import VideoRepository
-from shared.errors import NotFound
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.videos import progress
+from shared.videos.api import video_view
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from starlette.types import Receive, Scope, Send
 
 from services.origin import service
 from services.origin.settings import Settings
-from shared.delivery import plan_body, send_object, send_plan
-from shared.resources import Resources
-from shared.signing import Signer, split_token_path
+from shared.core.signing import Signer, split_token_path
+from shared.http.delivery import plan_body, send_object, send_plan
+from shared.runtime.resources import Resources
 from shared.storage.base import check_key
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"

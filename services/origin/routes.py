@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from services.origin import catalog, service
 from services.origin.schemas import RefreshRequest, StreamResponse
 from services.origin.settings import Settings
-from shared.app import resources
-from shared.auth import bearer_token, check_admin_token
 from shared.db.models import VideoState
-from shared.resources import Resources
+from shared.http.app import resources
+from shared.http.auth import bearer_token, check_admin_token
+from shared.runtime.resources import Resources
 
 router = APIRouter()
 

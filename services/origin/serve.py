@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services import asgi_server
 from services.origin.settings import Settings
+from shared.runtime import servers
 
 
 def _build(settings: Settings) -> Any:
@@ -21,12 +21,12 @@ def _build(settings: Settings) -> Any:
 
 def app() -> Any:
     """Granian's factory, called in its worker process."""
-    return asgi_server.granian_factory("origin", Settings, _build)
+    return servers.granian_factory("origin", Settings, _build)
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM with the server ``ORIGIN_SERVER`` names."""
-    asgi_server.run(
+    servers.run(
         settings,
         server=settings.origin_server,
         factory="services.origin.serve:app",

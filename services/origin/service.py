@@ -8,14 +8,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
+from services.origin.playlists import children_ttl, sign_playlist
 from services.origin.settings import Settings
-from services.origin.signing import children_ttl, sign_playlist
-from shared import hls
+from shared.core.errors import Conflict
+from shared.core.signing import Signer
 from shared.db.models import Video, VideoState
 from shared.db.repositories import VideoRepository
-from shared.errors import Conflict
-from shared.resources import Resources
-from shared.signing import Signer
+from shared.media import hls
+from shared.runtime.resources import Resources
 
 StreamMode = Literal["query", "token"]
 

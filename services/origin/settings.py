@@ -6,14 +6,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.auth import MIN_TOKEN_CHARS
-from shared.settings import BaseServiceSettings
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
+from shared.http.auth import MIN_TOKEN_CHARS
 
 DEV_ADMIN_TOKEN = "dev-only-origin-admin-token"
 
 
 class Settings(BaseServiceSettings):
-    origin_port: int = 8003
+    origin_port: int = ports.ORIGIN
     origin_server: Literal["granian", "uvicorn"] = Field(
         default="granian", description="HTTP server; Granian sends whole segments by path"
     )

@@ -11,12 +11,12 @@ from services.redirector.routes import router
 from services.redirector.service import Redirector
 from services.redirector.settings import Settings
 from shared.db.engine import Database
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 
 
 def build(settings: Settings | None = None) -> Any:
     """The redirector app, behind the plain-ASGI redirect path unless that is switched off."""
-    from shared.app import create_app
+    from shared.http.app import create_app
 
     settings = settings or Settings()
     redirector = Redirector(settings)

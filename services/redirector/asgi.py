@@ -16,9 +16,9 @@ from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.redirector.balancer import viewer_key
+from services.redirector.decision import viewer_key
 from services.redirector.service import Redirector
-from shared.errors import AppError
+from shared.core.errors import AppError
 
 Headers = list[tuple[bytes, bytes]]
 # Status, headers, body.

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.redirector.balancer import viewer_key
+from services.redirector.decision import viewer_key
 from services.redirector.schemas import ConfigUpdate, ConfigView
 from services.redirector.service import Redirector
-from shared.auth import bearer_token, check_admin_token
+from shared.http.auth import bearer_token, check_admin_token
 
 router = APIRouter()
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services import asgi_server
 from services.redirector.settings import Settings
+from shared.runtime import servers
 
 
 def _build(settings: Settings) -> Any:
@@ -23,7 +23,7 @@ def _build(settings: Settings) -> Any:
 
 def app() -> Any:
     """Granian's factory, called in its worker process."""
-    return asgi_server.granian_factory("redirector", Settings, _build)
+    return servers.granian_factory("redirector", Settings, _build)
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:
@@ -41,7 +41,7 @@ def run(settings: Settings, *, host: str, port: int) -> None:
         return
     from granian.constants import RuntimeModes
 
-    asgi_server.run(
+    servers.run(
         settings,
         server=settings.redirector_server,
         factory="services.redirector.serve:app",

@@ -18,7 +18,7 @@ import uvloop
 
 from services.redirector.protocol import Connection, Shared
 from services.redirector.service import Redirector
-from services.serve import KEEP_ALIVE_SECONDS
+from shared.runtime.servers import KEEP_ALIVE_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.redirector import metrics
-from services.redirector.balancer import Balancer, HostPatterns, Redirect
+from services.redirector.decision import HostPatterns, RatioSplit, Redirect
 from services.redirector.repository import CHANNEL, RedirectorConfigRepository, from_notification
 from services.redirector.schemas import ConfigUpdate, ConfigView, RedirectConfig
 from services.redirector.settings import Settings
+from shared.core.errors import UpstreamUnavailable
+from shared.core.tasks import cancel_and_wait
 from shared.db.engine import Database
-from shared.errors import UpstreamUnavailable
-from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Redirector:
         self.settings = settings
         self.db = db
         self.fallback = env_config(settings)
-        self.balancer = Balancer(
+        self.balancer = RatioSplit(
             self.fallback,
             HostPatterns(settings.redirector_origin_hosts),
             max_url_bytes=settings.redirector_max_url_bytes,

@@ -8,14 +8,15 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from services.redirector.schemas import STATUS_CODES, validate_host
-from shared.auth import MIN_TOKEN_CHARS
-from shared.settings import BaseServiceSettings
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
+from shared.http.auth import MIN_TOKEN_CHARS
 
 DEV_ADMIN_TOKEN = "dev-only-redirector-admin-token"
 
 
 class Settings(BaseServiceSettings):
-    redirector_port: int = 8010
+    redirector_port: int = ports.REDIRECTOR
     redirector_instance_id: str = Field(default_factory=lambda: socket.gethostname())
     redirector_admin_token: str = DEV_ADMIN_TOKEN
 

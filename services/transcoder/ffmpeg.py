@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.transcoder.ladder import Rung
-from shared.ffprobe import MediaInfo
+from shared.media.ffprobe import MediaInfo
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from shared.ffprobe import MediaInfo
+from shared.media.ffprobe import MediaInfo
 
 # Short-side height -> H.264 target bitrate (kb/s) at up to 30 fps, after Apple's HLS authoring
 # guidance. High frame rates get 1.5x.

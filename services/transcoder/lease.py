@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from shared.tasks import cancel_and_wait
+from shared.core.tasks import cancel_and_wait
 
 _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.transcoder.ladder import Rung
-from shared.ffprobe import MediaInfo
-from shared.hls import media_durations, referenced_uris
+from shared.media.ffprobe import MediaInfo
+from shared.media.hls import media_durations, referenced_uris
 
 AAC_LC = "mp4a.40.2"
 # High profile, level 4.0: what x264 writes for up to 1080p30 when the init segment is unreadable.

@@ -23,8 +23,8 @@ from services.transcoder.package import (
     segment_files,
     variant_codecs,
 )
-from shared.ffprobe import MediaInfo
-from shared.hls import referenced_uris
+from shared.media.ffprobe import MediaInfo
+from shared.media.hls import referenced_uris
 from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)

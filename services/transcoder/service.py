@@ -32,16 +32,16 @@ from services.transcoder.package import (
 )
 from services.transcoder.publish import MASTER, LivePublisher
 from services.transcoder.settings import Settings
-from shared import progress
+from shared.core.errors import NotFound
+from shared.core.tasks import cancel_and_wait
 from shared.db.models import VideoState
 from shared.db.repositories import VideoRepository
-from shared.errors import NotFound
-from shared.ffprobe import MediaInfo, probe
-from shared.hls import media_durations
+from shared.media.ffprobe import MediaInfo, probe
+from shared.media.hls import media_durations
 from shared.mq.messages import TranscodeJob, VideoEvent
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from shared.storage.local import media_location
-from shared.tasks import cancel_and_wait
+from shared.videos import progress
 
 log = logging.getLogger(__name__)
 

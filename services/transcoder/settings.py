@@ -7,12 +7,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.settings import BaseServiceSettings
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
 
 
 class Settings(BaseServiceSettings):
     transcoder_mode: Literal["push", "pull"] = "push"
-    transcoder_metrics_port: int = 9101
+    transcoder_metrics_port: int = ports.WORKER_METRICS
     transcoder_work_dir: Path | None = None
     transcoder_job_timeout_seconds: float = 3600
     transcoder_preset: str = "veryfast"

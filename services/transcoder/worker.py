@@ -24,10 +24,10 @@ from pydantic import ValidationError
 from services.transcoder import service
 from services.transcoder.metrics import BUSY, JOBS, QUEUE_WAIT, REALTIME_FACTOR, TRANSCODE_SECONDS
 from services.transcoder.settings import Settings
+from shared.core.logging import configure_logging
 from shared.db.repositories import JobRepository
-from shared.logging import configure_logging
 from shared.mq.messages import JOB_ADAPTER, PurgeJob, TranscodeJob
-from shared.resources import Resources, close_resources, open_resources
+from shared.runtime.resources import Resources, close_resources, open_resources
 
 log = logging.getLogger(__name__)
 

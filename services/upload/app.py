@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.common import outbox_hooks, video_router
 from services.upload.routes import router
 from services.upload.settings import Settings
-from shared.app import create_app
+from shared.http.app import create_app
+from shared.videos.api import outbox_hooks, video_router
 
 
 def build(settings: Settings | None = None) -> FastAPI:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from shared.errors import BadRequest
+from shared.core.errors import BadRequest
 
 _MAX_FIELD_BYTES = 64 * 1024
 

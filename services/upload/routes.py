@@ -19,11 +19,11 @@ from services.upload.service import (
     accept_upload,
     claim_video_id,
 )
-from shared.app import resources
-from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared.ingest import SourceMetadata
-from shared.resources import Resources
-from shared.streams import parse_content_digest
+from shared.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.core.streams import parse_content_digest
+from shared.http.app import resources
+from shared.runtime.resources import Resources
+from shared.videos.ingest import SourceMetadata
 
 router = APIRouter(prefix="/api/videos", tags=["upload"])
 

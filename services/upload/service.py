@@ -13,13 +13,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, replace
 
 from services.upload.form import StreamingForm
-from shared import progress
+from shared.core.errors import AppError, BadRequest, Conflict
+from shared.core.streams import MeteredStream
 from shared.db.models import Video
 from shared.db.repositories import VideoRepository
-from shared.errors import AppError, BadRequest, Conflict
-from shared.ingest import SourceMetadata, finalize_source, reject_progress, source_key
-from shared.resources import Resources
-from shared.streams import MeteredStream
+from shared.runtime.resources import Resources
+from shared.videos import progress
+from shared.videos.ingest import SourceMetadata, finalize_source, reject_progress, source_key
 
 # Room for the multipart framing and text fields around the file.
 _FORM_OVERHEAD_BYTES = 1024 * 1024

@@ -7,14 +7,16 @@ from pathlib import Path
 from pydantic import Field
 
 from services.upload.tls import ensure_self_signed
-from shared.settings import BaseServiceSettings
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
 
 
 class Settings(BaseServiceSettings):
     upload_max_bytes: int = Field(default=20 * 1024**3, gt=0)
-    upload_port: int = 8001
+    upload_port: int = ports.UPLOAD
     upload_tls_port: int = Field(
-        default=8441, description="HTTPS (h2 by ALPN, HTTP/1.1) port; needs the cert and key"
+        default=ports.UPLOAD_TLS,
+        description="HTTPS (h2 by ALPN, HTTP/1.1) port; needs the cert and key",
     )
     upload_tls_cert_file: Path | None = None
     upload_tls_key_file: Path | None = Field(default=None, description="PKCS#8 PEM key")

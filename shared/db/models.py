@@ -110,7 +110,7 @@ class Rendition(Base):
     video: Mapped[Video] = relationship(back_populates="renditions")
 
 
-class TranscodeJob(Base):
+class TranscodeJobRow(Base):
     """The outbox: written with the state change, published after commit by the relay."""
 
     __tablename__ = "transcode_jobs"

@@ -11,15 +11,15 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from shared.core.errors import Conflict, NotFound
 from shared.db.models import (
     ALLOWED_TRANSITIONS,
     Rendition,
-    TranscodeJob,
+    TranscodeJobRow,
     Upload,
     Video,
     VideoState,
 )
-from shared.errors import Conflict, NotFound
 
 
 class VideoRepository:
@@ -121,8 +121,8 @@ class JobRepository:
     async def started(self, job_id: uuid.UUID, *, worker_mode: str, attempt: int) -> None:
         """A worker took the job (again): a redelivery or a retry starts a fresh record."""
         await self.session.execute(
-            update(TranscodeJob)
-            .where(TranscodeJob.id == job_id)
+            update(TranscodeJobRow)
+            .where(TranscodeJobRow.id == job_id)
             .values(
                 started_at=func.now(),
                 finished_at=None,
@@ -135,10 +135,10 @@ class JobRepository:
     async def finished(self, job_id: uuid.UUID, outcome: str) -> None:
         """The attempt ended: succeeded, skipped, retried, failed or handed_back."""
         await self.session.execute(
-            update(TranscodeJob)
-            .where(TranscodeJob.id == job_id)
+            update(TranscodeJobRow)
+            .where(TranscodeJobRow.id == job_id)
             .values(finished_at=func.now(), outcome=outcome)
         )
 
-    async def get(self, job_id: uuid.UUID) -> TranscodeJob | None:
-        return await self.session.get(TranscodeJob, job_id, populate_existing=True)
+    async def get(self, job_id: uuid.UUID) -> TranscodeJobRow | None:
+        return await self.session.get(TranscodeJobRow, job_id, populate_existing=True)

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.core.errors import Conflict, NotFound
 from shared.db.models import Upload
-from shared.errors import Conflict, NotFound
 
 
 class UploadRepository:

@@ -13,8 +13,8 @@ import logging
 
 from prometheus_client import Gauge
 
+from shared.core.tasks import cancel_and_wait
 from shared.mq.broker import Broker
-from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

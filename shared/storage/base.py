@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from shared.errors import BadRequest
+from shared.core.errors import BadRequest
 
 CHUNK_BYTES = 1024 * 1024
 MAX_PART_NUMBER = 10_000

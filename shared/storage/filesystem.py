@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.errors import BadRequest, NotFound
+from shared.core.errors import BadRequest, NotFound
 from shared.storage.base import (
     CHUNK_BYTES,
     ObjectInfo,

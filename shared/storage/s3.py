@@ -25,7 +25,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from minio.helpers import MIN_PART_SIZE
 
-from shared.errors import BadRequest, NotFound, UpstreamUnavailable
+from shared.core.errors import BadRequest, NotFound, UpstreamUnavailable
 from shared.storage.base import (
     CHUNK_BYTES,
     DEFAULT_CONTENT_TYPE,

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import Processes, wait_for
 from tests.support_balancer import (
     Load,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import ROOT, Processes
 from tests.support_balancer import (
     Load,

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.proxy_config import DEFAULT_EDGES, render_haproxy
+from services.configs.proxies import DEFAULT_EDGES, render_haproxy
 from tests.support import ROOT, Processes, wait_for
 from tests.support_edge import (
     digest,

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import Processes, make_clip, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -80,8 +80,8 @@ def test_upload_transcode_and_play(suite: dict[str, str], media_dir: Path) -> No
         refused = httpx.get(bad)
         assert refused.status_code == 403
         assert refused.json()["error"] == "forbidden"
-    from shared.settings import BaseServiceSettings
-    from shared.signing import Signer
+    from shared.core.settings import BaseServiceSettings
+    from shared.core.signing import Signer
 
     s = BaseServiceSettings()
     signer = Signer(s.signing_keys, s.signing_key_id)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import Processes, free_port, launch_chromium, wait_http
 from tests.support_origin import SeededVideo, make_ladder, seed_video, start_origin
 

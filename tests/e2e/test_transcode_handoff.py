@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from shared import progress
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.videos import progress
 from tests.support import Processes, make_clip
 from tests.support_transcode import (
     eventually,

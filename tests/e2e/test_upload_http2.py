@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from services.upload.tls import ensure_self_signed
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import Processes, free_port, make_clip, private_queues, wait_for
 from tests.support_upload import MIB, padded_media, sha256_file
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import ROOT, VSP, Processes, free_port, make_clip, private_queues, wait_for
 from tests.support_upload import MIB, padded_media, sha256_file
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.local import SuiteSettings
+from services.cli.up import SuiteSettings
 from tests.support import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def test_vsp_up_prints_a_playable_signed_url(test_env: dict[str, str], tmp_path:
     env = {**test_env, **_port_env(), "PYTHONUNBUFFERED": "1", "STORAGE_ROOT": str(tmp_path / "o")}
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--run-dir", str(tmp_path / "run")],
+        [sys.executable, "-m", "services.cli.main", "up", "--run-dir", str(tmp_path / "run")],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import websockets.sync.client
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import Processes, free_port, wait_for
 from tests.support_balancer import balancer_spec, put_object, signed_path, start_all, start_cluster
 from tests.support_transcode import eventually

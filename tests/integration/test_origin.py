@@ -17,9 +17,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from shared import hls
-from shared.resources import Resources
-from shared.settings import BaseServiceSettings
+from shared.core.settings import BaseServiceSettings
+from shared.media import hls
+from shared.runtime.resources import Resources
 from tests.support import Processes, wait_for
 from tests.support_origin import (
     SeededVideo,
@@ -50,7 +50,7 @@ async def video(res: Resources, media_dir: Path) -> AsyncIterator[SeededVideo]:
 
 
 def gateway_sig(path: str, exp: int, secret: str = SECRET) -> str:
-    """The gateway's formula, written out independently of shared.signing."""
+    """The gateway's formula, written out independently of shared.core.signing."""
     return hmac.new(secret.encode(), (path + str(exp)).encode(), hashlib.sha256).hexdigest()
 
 

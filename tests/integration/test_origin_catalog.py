@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from shared import progress
 from shared.db.models import Upload, VideoState
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.videos import progress
 from tests.support import Processes
 from tests.support_origin import make_ladder, seed_video, start_origin
 

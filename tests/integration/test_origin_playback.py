@@ -12,9 +12,9 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from shared import hls
-from shared.resources import Resources
-from shared.settings import BaseServiceSettings
+from shared.core.settings import BaseServiceSettings
+from shared.media import hls
+from shared.runtime.resources import Resources
 from tests.support import Processes
 from tests.support_origin import SeededVideo, make_ladder, seed_video, signer_of, start_origin
 

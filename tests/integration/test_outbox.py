@@ -8,11 +8,11 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import TranscodeJob as JobRow
+from shared.db.models import TranscodeJobRow as JobRow
 from shared.db.models import Video, VideoState
 from shared.mq.messages import JOB_ADAPTER
-from shared.outbox import add_job, new_transcode_job, relay_pending
-from shared.resources import Resources
+from shared.mq.outbox import add_job, new_transcode_job, relay_pending
+from shared.runtime.resources import Resources
 from tests.support_transcode import eventually
 
 

@@ -10,10 +10,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from services.prometheus_config import local_jobs
-from services.registry import SERVICES
-from shared.settings import BaseServiceSettings
-from shared.signing import Signer
+from services.configs.prometheus import local_jobs
+from services.runtime.registry import SERVICES
+from shared.core.settings import BaseServiceSettings
+from shared.core.signing import Signer
 from tests.support import Processes
 from tests.support_observability import (
     PROMTOOL,

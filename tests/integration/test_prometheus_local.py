@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.local import SuiteSettings, _start_prometheus
+from services.cli.up import SuiteSettings, _start_prometheus
 from tests.support import free_port, wait_for, wait_http
 
 

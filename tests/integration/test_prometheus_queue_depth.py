@@ -10,11 +10,11 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 
+from shared.core.settings import BaseServiceSettings
 from shared.mq.broker import Broker
 from shared.mq.depth import QueueDepthMonitor, sample_depth
 from shared.mq.messages import TranscodeJob
 from shared.mq.topology import Topology
-from shared.settings import BaseServiceSettings
 from tests.support_transcode import eventually
 
 

@@ -13,8 +13,8 @@ from services.redirector.repository import ROW_ID
 from services.redirector.schemas import ConfigUpdate
 from services.redirector.service import Redirector, listen_dsn
 from services.redirector.settings import Settings
+from shared.core.errors import UpstreamUnavailable
 from shared.db.engine import Database
-from shared.errors import UpstreamUnavailable
 
 VIDEO = "http://s1.origin-cluster/v/1.m3u8"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.errors import BadRequest, NotFound
-from shared.ingest import probe_stored
+from shared.core.errors import BadRequest, NotFound
 from shared.storage.base import ObjectStore
 from shared.storage.s3 import S3Store
+from shared.videos.ingest import probe_stored
 from tests.support import make_clip
 
 MIB = 1024 * 1024

@@ -15,11 +15,11 @@ import pytest
 
 from services.transcoder import service
 from services.transcoder.settings import Settings
-from shared import progress
 from shared.db.models import VideoState
 from shared.db.repositories import VideoRepository
 from shared.mq.messages import TranscodeJob
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.videos import progress
 from tests.support import make_clip
 from tests.support_transcode import (
     Ladder,

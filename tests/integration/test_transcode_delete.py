@@ -8,8 +8,8 @@ from pathlib import Path
 import psutil
 
 from services.origin.catalog import delete_video
-from shared import progress
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.videos import progress
 from tests.support import Processes, make_clip
 from tests.support_transcode import eventually, logged, own_queues, queued_video, run_ids
 

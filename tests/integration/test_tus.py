@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from services.chunked_upload.lock import lock_key
 from shared.mq.topology import Topology
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from shared.storage.base import ObjectStore
 from shared.storage.filesystem import FilesystemStore
 from shared.storage.s3 import S3Store

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support import Processes, make_clip
 from tests.support_transcode import (
     dead_letters,

@@ -6,9 +6,9 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from shared.app import create_app
-from shared.errors import Conflict, NotFound
-from shared.settings import BaseServiceSettings
+from shared.core.errors import Conflict, NotFound
+from shared.core.settings import BaseServiceSettings
+from shared.http.app import create_app
 
 router = APIRouter()
 

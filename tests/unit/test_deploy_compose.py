@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
-from services.prometheus_config import compose_jobs
-from services.proxy_config import Backend, render_haproxy
-from services.registry import SERVICES
+from services.configs.prometheus import compose_jobs
+from services.configs.proxies import Backend, render_haproxy
+from services.runtime.registry import SERVICES
 from services.upload.settings import Settings as UploadSettings
 from tests.support_deploy import (
     ROOT,

@@ -12,11 +12,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.deploy_config import rendered
-from services.prometheus_config import local_jobs
-from services.registry import SERVICES
+from services.configs.deploy import rendered
+from services.configs.prometheus import local_jobs
+from services.runtime.registry import SERVICES
+from shared.core.settings import BaseServiceSettings
 from shared.mq.topology import Topology
-from shared.settings import BaseServiceSettings
 from tests.support_deploy import ROOT, parse_vsp, unknown_env
 from tests.support_observability import PROMTOOL
 
@@ -377,7 +377,7 @@ def test_stateless_services_have_hpas_and_workers_scale_on_the_queue() -> None:
 def test_generated_files_are_current() -> None:
     for path, text in rendered().items():
         assert (ROOT / path).read_text() == text, (
-            f"run python -m services.deploy_config --write ({path})"
+            f"run python -m services.configs.deploy --write ({path})"
         )
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import NotMedia
-from shared.ffprobe import parse_probe, probe
+from shared.core.errors import NotMedia
+from shared.media.ffprobe import parse_probe, probe
 from tests.support import make_clip
 
 

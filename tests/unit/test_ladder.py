@@ -15,7 +15,7 @@ from services.transcoder.package import (
     planned_variant,
     vod_playlist,
 )
-from shared.ffprobe import MediaInfo
+from shared.media.ffprobe import MediaInfo
 
 
 def video(

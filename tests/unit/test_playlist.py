@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from services.origin.playlists import children_ttl, sign_playlist
 from services.origin.service import signed_playlist
 from services.origin.settings import Settings
-from services.origin.signing import children_ttl, sign_playlist
-from shared import hls
-from shared.errors import Forbidden
-from shared.resources import Resources
-from shared.signing import Signer
+from shared.core.errors import Forbidden
+from shared.core.signing import Signer
+from shared.media import hls
+from shared.runtime.resources import Resources
 from shared.storage.filesystem import FilesystemStore
 from tests.support_origin import query_of
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from services.prometheus_config import (
+from services.configs.prometheus import (
     PROMETHEUS_DIR,
     DnsTargets,
     ScrapeJob,
@@ -12,7 +12,7 @@ from services.prometheus_config import (
     local_jobs,
     render_prometheus,
 )
-from services.registry import SERVICES
+from services.runtime.registry import SERVICES
 
 WORKERS = "transcoder"
 

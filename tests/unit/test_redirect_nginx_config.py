@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.proxy_config import DEFAULT_REDIRECTORS, Backend, main, render_nginx
+from services.configs.proxies import DEFAULT_REDIRECTORS, Backend, main, render_nginx
 from tests.support import ROOT
 
 

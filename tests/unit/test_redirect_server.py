@@ -14,7 +14,7 @@ import pytest
 from services.redirector import server as server_module
 from services.redirector.app import build
 from services.redirector.asgi import FastRedirect
-from services.redirector.balancer import viewer_bucket
+from services.redirector.decision import viewer_bucket
 from services.redirector.server import Running, start
 from services.redirector.settings import DEV_ADMIN_TOKEN, Settings
 

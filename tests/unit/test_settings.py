@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import DEV_SIGNING_SECRET, BaseServiceSettings
+from shared.core.settings import DEV_SIGNING_SECRET, BaseServiceSettings
 
 
 def test_short_secret_refused() -> None:

@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from shared.errors import Forbidden
-from shared.signing import Signer, folder_prefixes, gateway_signature, split_token_path
+from shared.core.errors import Forbidden
+from shared.core.signing import Signer, folder_prefixes, gateway_signature, split_token_path
 
 NOW = 1_700_000_000
 PATH = "videos/abc/hls/360p/seg_00001.m4s"

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from shared.errors import BadRequest, DigestMismatch, PayloadTooLarge
-from shared.streams import MeteredStream, check_digest, parse_content_digest
+from shared.core.errors import BadRequest, DigestMismatch, PayloadTooLarge
+from shared.core.streams import MeteredStream, check_digest, parse_content_digest
 
 
 async def _chunks(*parts: bytes):  # type: ignore[no-untyped-def]

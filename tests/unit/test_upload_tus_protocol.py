@@ -9,14 +9,14 @@ import uuid
 import pytest
 
 from services.chunked_upload.parts import choose_part_bytes
-from services.chunked_upload.protocol import (
+from services.chunked_upload.tus import (
     format_metadata,
     parse_checksum,
     parse_concat,
     parse_metadata,
 )
 from services.upload.form import StreamingForm
-from shared.errors import BadRequest
+from shared.core.errors import BadRequest
 
 
 def test_metadata_round_trip_and_errors() -> None:

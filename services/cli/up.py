@@ -1,0 +1,461 @@
+"""``vsp up``: the whole suite as local processes on the embedded defaults.
+
+Checks tools and infrastructure (saying exactly what is missing and how to start it), migrates,
+starts every service and worker, waits until each is ready, uploads a demo clip, waits until it
+plays, prints where to watch, then keeps running until Ctrl-C, which stops every child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.core import ports
+from shared.core.settings import BaseServiceSettings
+from shared.media.samples import synthetic_clip
+
+
+class SuiteSettings(BaseServiceSettings):
+    upload_port: int = ports.UPLOAD
+    chunked_upload_port: int = ports.CHUNKED_UPLOAD
+    origin_port: int = ports.ORIGIN
+    worker_metrics_port: int = ports.WORKER_METRICS
+    balancer_port: int = ports.BALANCER
+    edge_ports: tuple[int, ...] = ports.EDGES
+    haproxy_port: int = ports.HAPROXY
+    suite_ready_timeout_seconds: float = 180
+    redirector_ports: tuple[int, ...] = ports.REDIRECTORS
+    nginx_port: int = ports.NGINX_REDIRECT
+    prometheus_port: int = ports.PROMETHEUS
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    ready_url: str | None
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def say(message: str) -> None:
+    print(f"vsp up: {message}", flush=True)
+
+
+START_HINTS = {
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "Redis": "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''",
+    "RabbitMQ": "rabbitmq-server -detached",
+}
+
+
+async def _check_infra(settings: BaseServiceSettings) -> list[str]:
+    import aio_pika
+    import asyncpg
+    from redis.asyncio import Redis
+    from sqlalchemy.engine import make_url
+
+    problems: list[str] = []
+    url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(url.render_as_string(False)), 5)
+        await conn.close()
+    except Exception as exc:
+        problems.append(
+            f"PostgreSQL at {url.host}:{url.port or 5432} is not reachable ({exc}). "
+            f"Start it: {START_HINTS['PostgreSQL']}"
+        )
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await asyncio.wait_for(redis.ping(), 5)
+    except Exception as exc:
+        problems.append(
+            f"Redis at {settings.redis_url} is not reachable ({exc}). "
+            f"Start it: {START_HINTS['Redis']}"
+        )
+    finally:
+        await redis.aclose()
+    try:
+        connection = await asyncio.wait_for(aio_pika.connect(settings.amqp_url), 5)
+        await connection.close()
+    except Exception as exc:
+        problems.append(
+            f"RabbitMQ at {settings.amqp_url.split('@')[-1]} is not reachable "
+            f"({exc}). Start it: {START_HINTS['RabbitMQ']}"
+        )
+    return problems
+
+
+def _check_tools() -> list[str]:
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    problems = []
+    if missing:
+        problems.append(
+            f"{' and '.join(missing)} not found on PATH. Install: apt-get install ffmpeg"
+        )
+    if shutil.which("haproxy") is None:
+        problems.append("haproxy not found on PATH. Install: apt-get install haproxy")
+    return problems
+
+
+def _children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
+    logs = run_dir / "logs"
+    vsp = [sys.executable, "-m", "services.cli.main"]
+    children = [
+        Child(
+            "upload",
+            [*vsp, "serve", "upload", "--host", "0.0.0.0"],
+            f"http://127.0.0.1:{settings.upload_port}/readyz",
+            logs / "upload.log",
+        ),
+        Child(
+            "chunked_upload",
+            [*vsp, "serve", "chunked_upload", "--host", "0.0.0.0"],
+            f"http://127.0.0.1:{settings.chunked_upload_port}/readyz",
+            logs / "chunked_upload.log",
+        ),
+        Child(
+            "origin",
+            [*vsp, "serve", "origin", "--host", "0.0.0.0"],
+            f"http://127.0.0.1:{settings.origin_port}/readyz",
+            logs / "origin.log",
+        ),
+        Child(
+            "worker-push",
+            [*vsp, "worker", "--mode", "push", "--metrics-port", str(settings.worker_metrics_port)],
+            f"http://127.0.0.1:{settings.worker_metrics_port}/metrics",
+            logs / "worker-push.log",
+        ),
+        Child(
+            "worker-pull",
+            [
+                *vsp,
+                "worker",
+                "--mode",
+                "pull",
+                "--metrics-port",
+                str(settings.worker_metrics_port + 1),
+            ],
+            f"http://127.0.0.1:{settings.worker_metrics_port + 1}/metrics",
+            logs / "worker-pull.log",
+        ),
+    ]
+    children.append(_balancer_child(settings, logs))
+    children += _edge_children(settings, run_dir)
+    children += _redirector_children(settings, run_dir)
+    return children
+
+
+def _edge_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
+    """The edges, each with its own cache folder, and haproxy hashing objects onto them."""
+    from services.configs.proxies import Backend, render_haproxy
+
+    vsp = [sys.executable, "-m", "services.cli.main"]
+    children: list[Child] = []
+    backends: list[Backend] = []
+    for number, port in enumerate(settings.edge_ports, start=1):
+        name = f"edge-{number}"
+        backends.append(Backend(name, f"127.0.0.1:{port}"))
+        env = {
+            "EDGE_ID": name,
+            "EDGE_PORT": str(port),
+            "EDGE_ORIGIN_URL": f"http://127.0.0.1:{settings.origin_port}",
+            "EDGE_CACHE_DIR": str(run_dir / "edge-cache" / name),
+        }
+        children.append(
+            Child(
+                name,
+                [*vsp, "serve", "edge", "--host", "0.0.0.0", "--port", str(port)],
+                f"http://127.0.0.1:{port}/readyz",
+                run_dir / "logs" / f"{name}.log",
+                env,
+            )
+        )
+    config = run_dir / "haproxy" / "haproxy.cfg"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(render_haproxy(backends, bind=f"0.0.0.0:{settings.haproxy_port}"))
+    children.append(
+        Child(
+            "haproxy",
+            ["haproxy", "-db", "-f", str(config)],
+            f"http://127.0.0.1:{settings.haproxy_port}/haproxy/healthz",
+            run_dir / "logs" / "haproxy.log",
+        )
+    )
+    return children
+
+
+def _balancer_child(settings: SuiteSettings, logs: Path) -> Child:
+    """The balancer in front of the suite's edges."""
+    port = settings.balancer_port
+    vsp = [sys.executable, "-m", "services.cli.main"]
+    edges = [
+        {"url": f"http://127.0.0.1:{edge_port}", "name": f"edge-{number}"}
+        for number, edge_port in enumerate(settings.edge_ports, start=1)
+    ]
+    return Child(
+        "balancer",
+        [*vsp, "serve", "balancer", "--host", "0.0.0.0", "--port", str(port)],
+        f"http://127.0.0.1:{port}/readyz",
+        logs / "balancer.log",
+        {"BALANCER_BACKENDS": json.dumps(edges)},
+    )
+
+
+def _redirector_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
+    """Four redirectors and nginx in front of them (nginx also fronts haproxy on /origin/)."""
+    from services.configs.proxies import Backend, render_nginx
+
+    vsp = [sys.executable, "-m", "services.cli.main"]
+    children: list[Child] = []
+    backends: list[Backend] = []
+    for number, port in enumerate(settings.redirector_ports, start=1):
+        name = f"redirector-{number}"
+        backends.append(Backend(name, f"127.0.0.1:{port}"))
+        children.append(
+            Child(
+                name,
+                [*vsp, "serve", "redirector", "--host", "0.0.0.0", "--port", str(port)],
+                f"http://127.0.0.1:{port}/readyz",
+                run_dir / "logs" / f"{name}.log",
+                {"REDIRECTOR_INSTANCE_ID": name},
+            )
+        )
+    if shutil.which("nginx") is None:
+        say("nginx not found on PATH, redirectors run without it. Install: apt-get install nginx")
+        return children
+    nginx_dir = run_dir / "nginx"
+    nginx_dir.mkdir(parents=True, exist_ok=True)
+    error_log = run_dir / "logs" / "nginx-error.log"
+    config = nginx_dir / "nginx.conf"
+    config.write_text(
+        render_nginx(
+            backends,
+            listen=str(settings.nginx_port),
+            haproxy=f"127.0.0.1:{getattr(settings, 'haproxy_port', ports.HAPROXY)}",
+            pid=str(nginx_dir / "nginx.pid"),
+            error_log=str(error_log),
+            temp_dir=str(nginx_dir),
+        )
+    )
+    args = ["nginx", "-p", str(nginx_dir), "-e", str(error_log), "-c", str(config)]
+    children.append(
+        Child(
+            "nginx",
+            [*args, "-g", "daemon off;"],
+            f"http://127.0.0.1:{settings.nginx_port}/whoami",
+            run_dir / "logs" / "nginx.log",
+        )
+    )
+    return children
+
+
+def _start_prometheus(settings: SuiteSettings, run_dir: Path) -> subprocess.Popen[bytes] | None:
+    """Prometheus scraping the suite, when it is installed; the suite runs the same without it."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        say("prometheus not found on PATH; running without it. Install: apt-get install prometheus")
+        return None
+    from services.configs.prometheus import (
+        PROMETHEUS_DIR,
+        RULES_FILE,
+        local_jobs,
+        prometheus_command,
+        render_prometheus,
+    )
+
+    workers = {"push": settings.worker_metrics_port, "pull": settings.worker_metrics_port + 1}
+    jobs = local_jobs(
+        upload=settings.upload_port,
+        chunked_upload=settings.chunked_upload_port,
+        origin=settings.origin_port,
+        edges=settings.edge_ports,
+        redirectors=settings.redirector_ports,
+        balancer=settings.balancer_port,
+        workers=workers,
+    )
+    folder = run_dir / "prometheus"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "prometheus.yml"
+    config.write_text(render_prometheus(jobs, rule_files=[str(PROMETHEUS_DIR / RULES_FILE)]))
+    listen = f"0.0.0.0:{settings.prometheus_port}"
+    proc = subprocess.Popen(
+        prometheus_command(config, folder / "data", listen=listen, binary=binary),
+        stdout=(run_dir / "logs" / "prometheus.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    say(f"Prometheus: http://127.0.0.1:{settings.prometheus_port}")
+    return proc
+
+
+def _start(child: Child, env: dict[str, str]) -> None:
+    child.log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = child.log_path.open("ab")
+    child.proc = subprocess.Popen(
+        child.args,
+        env={**env, **child.env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop_all(children: list[Child], grace_seconds: float = 10) -> None:
+    running = [c for c in children if c.proc and c.proc.poll() is None]
+    for child in running:
+        assert child.proc is not None
+        child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for child in running:
+        assert child.proc is not None
+        try:
+            child.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            # Each child leads its own session: kill the group, server workers included.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+    if running:
+        say(f"stopped {len(running)} process(es)")
+
+
+def _wait_ready(children: list[Child], timeout: float) -> Child | None:
+    """None when every child answers; otherwise the first that died or never answered."""
+    deadline = time.monotonic() + timeout
+    pending = [c for c in children if c.ready_url]
+    with httpx.Client(timeout=2) as client:
+        while pending:
+            for child in list(pending):
+                assert child.proc is not None
+                if child.proc.poll() is not None:
+                    return child
+                try:
+                    if client.get(child.ready_url or "").status_code == 200:
+                        pending.remove(child)
+                        say(f"{child.name} is ready")
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                return pending[0]
+            time.sleep(0.2)
+    return None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def make_demo_clip(path: Path, seconds: int = 12) -> Path:
+    """A short 720p test pattern with a tone, made by ffmpeg."""
+    return synthetic_clip(path, seconds=seconds, size="1280x720", rate=30)
+
+
+def _demo(settings: SuiteSettings, run_dir: Path) -> bool:
+    from services.cli.client import ClientError, get_json, stream_upload, wait_ready
+
+    clip = make_demo_clip(run_dir / "demo" / "demo.mp4")
+    upload_url = f"http://127.0.0.1:{settings.upload_port}"
+    origin_url = f"http://127.0.0.1:{settings.origin_port}"
+    try:
+        video = stream_upload(upload_url, clip, title="Demo clip", tags="demo")
+        say(f"uploaded demo clip as video {video['id']}; transcoding")
+        final = wait_ready(origin_url, video["id"], timeout_seconds=300)
+        if final["state"] != "ready":
+            say(f"demo video failed: {final.get('error')}")
+            return False
+        stream = get_json(f"{origin_url}/api/stream/{video['id']}")
+    except ClientError as exc:
+        say(f"demo failed: {exc}")
+        return False
+    ladder = ", ".join(r["name"] for r in final["renditions"])
+    say(f"demo video {video['id']} is ready ({ladder})")
+    print(f"\nPlayer:            {origin_url}/player?video={video['id']}")
+    print(f"Signed master URL: {stream['master_url']}")
+    print(f'Try:               ffplay "{stream["master_url"]}"\n', flush=True)
+    return True
+
+
+def run_suite(*, run_dir: Path, demo: bool = True) -> int:
+    """Run everything until Ctrl-C; returns the exit code."""
+    settings = SuiteSettings()
+    run_dir = run_dir.resolve()
+    problems = _check_tools() + asyncio.run(_check_infra(settings))
+    if problems:
+        for problem in problems:
+            say(problem)
+        return 2
+    from shared.db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    say("database migrated")
+    env = dict(os.environ)
+    env.setdefault("STORAGE_ROOT", str(run_dir / "objects"))
+    env["PYTHONUNBUFFERED"] = "1"
+    if "UPLOAD_TLS_CERT_FILE" not in env:
+        from services.upload.tls import ensure_self_signed
+
+        # h2 over TLS needs a certificate; a self-signed one is made once and reused.
+        cert, key = ensure_self_signed(
+            run_dir / "tls" / "upload.crt", run_dir / "tls" / "upload.key"
+        )
+        env["UPLOAD_TLS_CERT_FILE"], env["UPLOAD_TLS_KEY_FILE"] = str(cert), str(key)
+        say(f"upload TLS certificate: {cert}")
+    children = _children(settings, run_dir)
+    prometheus: subprocess.Popen[bytes] | None = None
+    stop_requested = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        raise KeyboardInterrupt
+
+    # SIGINT too: a shell that started us in the background may have left Ctrl-C ignored.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        for child in children:
+            _start(child, env)
+        failed = _wait_ready(children, settings.suite_ready_timeout_seconds)
+        if failed is not None:
+            say(f"{failed.name} did not start; the end of {failed.log_path}:")
+            print(_tail(failed.log_path), flush=True)
+            return 1
+        say(f"logs in {run_dir / 'logs'}")
+        if demo and not _demo(settings, run_dir):
+            return 1
+        # Started after the demo, so it never competes with startup or the first transcode;
+        # counters are cumulative, so it still sees what happened before.
+        prometheus = _start_prometheus(settings, run_dir)
+        say("running; press Ctrl-C to stop")
+        while True:
+            for child in children:
+                assert child.proc is not None
+                if child.proc.poll() is not None:
+                    say(f"{child.name} exited with {child.proc.returncode}; the end of its log:")
+                    print(_tail(child.log_path), flush=True)
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    finally:
+        if prometheus is not None and prometheus.poll() is None:
+            prometheus.terminate()
+            prometheus.wait(10)
+        _stop_all(children)

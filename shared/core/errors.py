@@ -1,0 +1,123 @@
+"""Domain errors, each carrying its HTTP status.
+
+Tree::
+
+    AppError (500)
+    ├── BadRequest (400)
+    │   ├── NotMedia (400)
+    │   └── DigestMismatch (400)
+    ├── Unauthorized (401)
+    ├── Forbidden (403)
+    ├── NotFound (404)
+    ├── Conflict (409)
+    ├── Gone (410)
+    ├── PreconditionFailed (412)
+    ├── PayloadTooLarge (413)
+    ├── UnsupportedMediaType (415)
+    ├── RangeNotSatisfiable (416)
+    ├── Locked (423)
+    ├── ChecksumMismatch (460, tus checksum extension)
+    └── UpstreamUnavailable (502)
+        └── GatewayTimeout (504)
+
+One handler (``shared.http.app``) renders them all as ``{"error": code, "detail": message}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """Base of every expected failure; ``status`` is the HTTP status it maps to."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body the client receives."""
+        return {"error": self.code, "detail": self.detail, **self.extra}
+
+
+class BadRequest(AppError):
+    status = 400
+    code = "bad_request"
+
+
+class NotMedia(BadRequest):
+    code = "not_media"
+
+
+class DigestMismatch(BadRequest):
+    code = "digest_mismatch"
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+
+
+class Gone(AppError):
+    status = 410
+    code = "gone"
+
+
+class PreconditionFailed(AppError):
+    status = 412
+    code = "precondition_failed"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RangeNotSatisfiable(AppError):
+    status = 416
+    code = "range_not_satisfiable"
+
+
+class Locked(AppError):
+    status = 423
+    code = "locked"
+
+
+class ChecksumMismatch(AppError):
+    status = 460
+    code = "checksum_mismatch"
+
+
+class UpstreamUnavailable(AppError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class GatewayTimeout(UpstreamUnavailable):
+    status = 504
+    code = "gateway_timeout"

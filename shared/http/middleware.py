@@ -1,0 +1,88 @@
+"""Pure-ASGI middleware: request ids and request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.core.logging import request_id_var
+from shared.http.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS, HTTP_RESPONSE_BYTES
+
+_UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+class RequestIdMiddleware:
+    """Takes ``X-Request-ID`` from the client or makes one, and echoes it on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template, or a fixed label for unmatched paths."""
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class MetricsMiddleware:
+    """Counts requests and measures their duration per route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNTRACKED:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        sent = 0
+        in_progress_route: str | None = None
+
+        async def observe(message: Message) -> None:
+            nonlocal status, sent, in_progress_route
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                in_progress_route = route_template(scope)
+                HTTP_IN_PROGRESS.labels(in_progress_route).inc()
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            route = route_template(scope)
+            if in_progress_route is not None:
+                HTTP_IN_PROGRESS.labels(in_progress_route).dec()
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - start)
+            HTTP_RESPONSE_BYTES.labels(route).inc(sent)

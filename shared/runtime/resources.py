@@ -1,0 +1,155 @@
+"""The long-lived clients a process owns, opened once and closed once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from shared.core.settings import BaseServiceSettings
+from shared.core.signing import Signer
+from shared.db.engine import Database
+from shared.mq.broker import Broker
+from shared.mq.depth import QueueDepthMonitor
+from shared.mq.topology import Topology
+from shared.storage import ObjectStore, create_store
+
+log = logging.getLogger(__name__)
+
+ALL = frozenset({"db", "redis", "mq", "storage", "http"})
+
+
+@dataclass
+class Resources:
+    """Clients of one process. Fields the process did not ask for stay ``None``."""
+
+    settings: BaseServiceSettings
+    db: Database | None = None
+    redis: Redis | None = None
+    broker: Broker | None = None
+    store: ObjectStore | None = None
+    http: httpx.AsyncClient | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signer(self) -> Signer:
+        return Signer(self.settings.signing_keys, self.settings.signing_key_id)
+
+    def need_db(self) -> Database:
+        if self.db is None:
+            raise RuntimeError("this process has no database")
+        return self.db
+
+    def need_redis(self) -> Redis:
+        if self.redis is None:
+            raise RuntimeError("this process has no Redis")
+        return self.redis
+
+    def need_broker(self) -> Broker:
+        if self.broker is None:
+            raise RuntimeError("this process has no broker")
+        return self.broker
+
+    def need_store(self) -> ObjectStore:
+        if self.store is None:
+            raise RuntimeError("this process has no object store")
+        return self.store
+
+    def need_http(self) -> httpx.AsyncClient:
+        if self.http is None:
+            raise RuntimeError("this process has no HTTP client")
+        return self.http
+
+
+def store_from_settings(settings: BaseServiceSettings) -> ObjectStore:
+    """The object store the settings describe."""
+    return create_store(
+        settings.storage_backend,
+        root=settings.storage_root,
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        bucket=settings.s3_bucket,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+    )
+
+
+async def open_resources(
+    settings: BaseServiceSettings, uses: frozenset[str] | set[str]
+) -> Resources:
+    """Open the clients named in ``uses`` (a subset of db, redis, mq, storage, http)."""
+    unknown = set(uses) - ALL
+    if unknown:
+        raise ValueError(f"unknown resources: {sorted(unknown)}")
+    res = Resources(settings)
+    try:
+        if "db" in uses:
+            res.db = Database(settings.database_url)
+        if "redis" in uses:
+            res.redis = Redis.from_url(settings.redis_url)
+        if "storage" in uses:
+            res.store = store_from_settings(settings)
+        if "http" in uses:
+            res.http = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, connect=2.0),
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            )
+        if "mq" in uses:
+            res.broker = Broker(
+                settings.amqp_url,
+                Topology(settings.mq_prefix, settings.mq_retry_delays_seconds),
+                heartbeat_seconds=settings.amqp_heartbeat_seconds,
+            )
+            await res.broker.connect()
+            res.extra["queue_depth"] = depth = QueueDepthMonitor(res.broker)
+            depth.start()
+    except BaseException:
+        await close_resources(res)
+        raise
+    return res
+
+
+async def close_resources(res: Resources) -> None:
+    """Close whatever was opened, in reverse order, logging (not raising) failures."""
+    monitor = res.extra.pop("queue_depth", None)
+    if monitor is not None:
+        await monitor.stop()
+    for name, closer in (
+        ("broker", res.broker.close if res.broker else None),
+        ("http", res.http.aclose if res.http else None),
+        ("store", res.store.close if res.store else None),
+        ("redis", res.redis.aclose if res.redis else None),
+        ("db", res.db.close if res.db else None),
+    ):
+        if closer is None:
+            continue
+        try:
+            await closer()
+        except Exception:
+            log.exception("closing %s failed", name)
+
+
+async def readiness(res: Resources) -> dict[str, str]:
+    """Check every opened client; values are "ok" or the error."""
+    checks: dict[str, str] = {}
+
+    async def run(name: str, coro: Any) -> None:
+        try:
+            await coro
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"{type(exc).__name__}: {exc}"
+
+    if res.db:
+        await run("database", res.db.ping())
+    if res.redis:
+        await run("redis", res.redis.ping())
+    if res.broker:
+        await run("rabbitmq", res.broker.check())
+    if res.store:
+        await run("storage", res.store.check())
+    return checks

@@ -1,0 +1,127 @@
+"""The finalize step every upload path ends with.
+
+Both upload services (the streamed upload and tus) end here. After a source is fully stored:
+ffprobe it, then write the video row and its transcode job in one transaction. Bytes that are
+not media are deleted and no row or job is written, so a rejected upload leaves nothing behind.
+Until then a video exists only as its progress record in Redis (stage ``uploading``), which is
+what ``GET /api/videos/{id}/events`` follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from shared.core.errors import NotMedia
+from shared.db.models import Video, VideoState
+from shared.db.repositories import VideoRepository
+from shared.media.ffprobe import MediaInfo, probe
+from shared.mq.outbox import add_job, new_transcode_job
+from shared.runtime.resources import Resources
+from shared.storage.base import ObjectStore
+from shared.storage.local import media_location
+from shared.videos import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceMetadata:
+    title: str = ""
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    filename: str | None = None
+
+
+def source_key(video_id: uuid.UUID) -> str:
+    """Where a video's source file is stored."""
+    return f"videos/{video_id}/source"
+
+
+async def reject_progress(res: Resources, video_id: uuid.UUID, reason: str) -> None:
+    """Tell listeners the upload was refused, then drop its progress record."""
+    if res.redis is None:
+        return
+    try:
+        await progress.publish(res.redis, video_id, stage="rejected", error=reason)
+        await res.redis.delete(progress.progress_key(video_id))
+    except Exception:
+        log.warning("could not record the rejection of %s in Redis", video_id)
+
+
+async def probe_stored(store: ObjectStore, key: str) -> MediaInfo:
+    """Probe a stored object without copying it when the store hands out a URL.
+
+    ffprobe reads only the parts it needs over HTTP, so a large S3 source is not downloaded
+    here. A failure through the URL is confirmed on a local copy before it counts, so a network
+    error never rejects good media.
+    """
+    url = await store.read_url(key)
+    if url is not None:
+        try:
+            return await probe(url)
+        except NotMedia as exc:
+            log.info("probing %s by URL failed (%s); confirming on a local copy", key, exc)
+    async with media_location(store, key) as location:
+        return await probe(location)
+
+
+async def finalize_source(
+    res: Resources,
+    *,
+    video_id: uuid.UUID,
+    key: str,
+    size: int,
+    sha256: str | None,
+    meta: SourceMetadata,
+) -> Video:
+    """Probe the stored source, then commit the video (queued) and its job together."""
+    store = res.need_store()
+    db = res.need_db()
+    try:
+        info = await probe_stored(store, key)
+    except NotMedia as exc:
+        await store.delete(key)
+        log.info("upload %s rejected: not media", video_id)
+        await reject_progress(res, video_id, exc.detail)
+        raise
+    width, height = info.display_size or (None, None)
+    try:
+        async with db.session() as session:
+            repo = VideoRepository(session)
+            video = repo.add(
+                id=video_id,
+                title=meta.title or (meta.filename or "untitled"),
+                description=meta.description,
+                tags=meta.tags,
+                state=VideoState.queued.value,
+                source_key=key,
+                source_size=size,
+                source_sha256=sha256,
+                filename=meta.filename,
+                duration_seconds=info.duration_seconds,
+                width=width,
+                height=height,
+                has_video=info.has_video,
+                has_audio=info.has_audio,
+            )
+            await session.flush()
+            add_job(session, new_transcode_job(video_id, key))
+    except BaseException:
+        await store.delete(key)
+        await reject_progress(res, video_id, "the upload could not be recorded")
+        raise
+    if res.redis is not None:
+        await progress.publish(
+            res.redis, video_id, stage=VideoState.queued.value, bytes_received=size
+        )
+    if "outbox" in res.extra:
+        res.extra["outbox"].kick()
+    log.info(
+        "video %s stored (%d bytes, %.1f s); transcode queued",
+        video_id,
+        size,
+        info.duration_seconds,
+    )
+    return video
