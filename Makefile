@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup up test lint typecheck check bench load clean
+.PHONY: help setup up test test-fast lint typecheck check bench load clean
 
 SCENARIO ?= viewers
 USERS ?= 50
@@ -23,6 +23,9 @@ up: setup ## Run the whole suite locally on its embedded defaults; prints where 
 
 test: setup ## Run every test (unit, integration, end-to-end) against the real services
 	@$(PY) -m pytest -p no:cacheprovider
+
+test-fast: setup ## Unit and integration tests only, no end-to-end (no service processes)
+	@$(PY) -m pytest -p no:cacheprovider tests/unit tests/integration
 
 lint: setup ## ruff check and format check
 	@$(VENV)/bin/ruff check shared services tests load_tests

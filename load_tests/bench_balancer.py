@@ -20,18 +20,10 @@ from pathlib import Path
 
 import httpx
 
-from load_tests.harness import (
-    VSP,
-    Comparison,
-    CpuMeter,
-    ProcessStack,
-    Report,
-    command_line,
-    free_port,
-    wrk,
-)
-from shared.core.settings import BaseServiceSettings
-from shared.core.signing import Signer
+from load_tests.harness import Comparison, CpuMeter, ProcessStack, Report, command_line, wrk
+from tests.support.ports import free_port
+from tests.support.processes import VSP
+from tests.support.signing import signed_path
 
 ADMIN_TOKEN = "bench-admin-token"
 KEY = "videos/00000000-0000-4000-8000-00000000beef/hls/720p/seg_00000.m4s"
@@ -106,9 +98,7 @@ def put_segment(stack: Stack, size: int) -> str:
     path = stack.root / "objects" / KEY
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(os.urandom(size))
-    settings = BaseServiceSettings()
-    signer = Signer(settings.signing_keys, settings.signing_key_id)
-    return f"/origin/{KEY}?{signer.sign(KEY, 24 * 3600).query()}"
+    return signed_path(KEY, 24 * 3600)
 
 
 def measure(

@@ -26,20 +26,21 @@ from pathlib import Path
 import httpx
 
 from load_tests.harness import (
-    VSP,
     Comparison,
     CpuMeter,
     ProcessStack,
     Report,
     command_line,
-    free_port,
     pin,
+    require_tools,
     wrk,
 )
 from services.configs.proxies import Backend, HaproxyBalance, render_haproxy
-from shared.core.settings import BaseServiceSettings
 from shared.core.signing import Signer
 from shared.storage.filesystem import FilesystemStore
+from tests.support.ports import free_port
+from tests.support.processes import VSP
+from tests.support.signing import signer_of
 
 HITS = {"HIT", "STALE", "COALESCED", "REVALIDATED"}
 
@@ -313,11 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--edge-cap-objects", type=int, default=60)
     parser.add_argument("--prefetch-segments", type=int, default=20)
     args = parser.parse_args(argv)
-    for tool in ("wrk", "nginx", "haproxy"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is needed on PATH")
-    settings = BaseServiceSettings()
-    signer = Signer(settings.signing_keys, settings.signing_key_id)
+    require_tools("wrk", "nginx", "haproxy")
+    signer = signer_of()
     root = Path(tempfile.mkdtemp(prefix="vsp-bench-edge-"))
     stack = Stack(root)
     try:

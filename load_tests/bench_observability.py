@@ -14,29 +14,24 @@ scrape duration Prometheus itself records.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-import asyncpg
 import httpx
 
 from load_tests.harness import (
-    VSP,
     Comparison,
     CpuMeter,
     Report,
     WrkResult,
     command_line,
-    free_port,
+    require_tools,
     wrk,
 )
 from services.configs.prometheus import (
@@ -45,7 +40,11 @@ from services.configs.prometheus import (
     prometheus_command,
     render_prometheus,
 )
-from shared.db.migrate import upgrade
+from tests.support.infra import scratch_database
+from tests.support.polling import wait_for
+from tests.support.ports import free_port
+from tests.support.processes import VSP, Processes
+from tests.support.prometheus import Prometheus
 
 PATH = "/?video=" + quote("http://s1.origin-cluster/video/1/a.m3u8", safe="")
 SERVER_CORES, LOAD_CORES = [0], [1]
@@ -56,40 +55,23 @@ def taskset(cores: Sequence[int]) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cores))] if shutil.which("taskset") else []
 
 
-def wait_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
-
-
 class Watcher:
     """A Prometheus whose targets are switched by rewriting its config and reloading it."""
 
-    def __init__(self, root: Path, interval: str) -> None:
+    def __init__(self, procs: Processes, root: Path, interval: str) -> None:
         self.config = root / "prometheus.yml"
         self.interval = interval
-        self.url = f"http://127.0.0.1:{free_port()}"
+        listen = f"127.0.0.1:{free_port()}"
         self.write([])
-        self.proc = subprocess.Popen(
+        proc = procs.start(
+            "prometheus",
             [
                 *taskset(LOAD_CORES),
-                *prometheus_command(
-                    self.config, root / "prometheus-data", listen=self.url.removeprefix("http://")
-                ),
+                *prometheus_command(self.config, root / "prometheus-data", listen=listen),
             ],
-            stdout=(root / "prometheus.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            ready_url=f"http://{listen}/-/ready",
         )
-        wait_ok(f"{self.url}/-/ready", self.proc)
+        self.prometheus = Prometheus(f"http://{listen}", proc)
 
     def write(self, targets: list[str]) -> None:
         jobs = [ScrapeJob("redirector", targets)] if targets else []
@@ -105,27 +87,17 @@ class Watcher:
     def watch(self, targets: list[str]) -> None:
         """Scrape exactly ``targets`` from now on."""
         self.write(targets)
-        httpx.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
+        httpx.post(f"{self.prometheus.url}/-/reload", timeout=10).raise_for_status()
         expected = len(targets)
-
-        def active() -> int:
-            body = httpx.get(f"{self.url}/api/v1/targets", timeout=5).json()
-            return sum(t["health"] == "up" for t in body["data"]["activeTargets"])
-
-        deadline = time.monotonic() + 30
-        while active() != expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Prometheus did not settle on {expected} targets")
-            time.sleep(0.2)
+        wait_for(
+            lambda: sum(t["health"] == "up" for t in self.prometheus.targets()) == expected,
+            timeout=30,
+            what=f"Prometheus to settle on {expected} targets",
+        )
 
     def query(self, expr: str) -> float | None:
-        body = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5).json()
-        result = body["data"]["result"]
+        result = self.prometheus.query(expr)
         return float(result[0]["value"][1]) if result else None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
 
 
 def run_wrk(url: str, pid: int, args: argparse.Namespace) -> tuple[WrkResult, float]:
@@ -149,53 +121,36 @@ def endpoint_seconds(url: str, count: int) -> tuple[float, int]:
     return statistics.median(times), size
 
 
-async def _drop(database: str) -> None:
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, object]:
+def measure(procs: Processes, root: Path, args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    service = subprocess.Popen(
+    service = procs.start(
+        "redirector",
         [*taskset(SERVER_CORES), *VSP, "serve", "redirector", "--port", str(port)],
-        env=env,
-        stdout=(root / "redirector.log").open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        ready_url=f"{base}/readyz",
+        timeout=90,
     )
-    watcher: Watcher | None = None
-    try:
-        wait_ok(f"{base}/readyz", service)
-        assert httpx.get(base + PATH, timeout=5).status_code == 302
-        watcher = Watcher(root, args.scrape_interval)
-        wrk(base + PATH, seconds=1, connections=args.connections, threads=1, cores=LOAD_CORES)
-        rounds: dict[str, list[tuple[WrkResult, float]]] = {"unwatched": [], "watched": []}
-        for _ in range(args.rounds):
-            for label, targets in (("unwatched", []), ("watched", [base.removeprefix("http://")])):
-                watcher.watch(targets)
-                rounds[label].append(run_wrk(base + PATH, service.pid, args))
-        watcher.watch([base.removeprefix("http://")])
-        time.sleep(3)
-        scrape = watcher.query('avg_over_time(scrape_duration_seconds{job="redirector"}[1m])')
-        samples = watcher.query('scrape_samples_scraped{job="redirector"}')
-        metrics = endpoint_seconds(f"{base}/metrics", args.probes)
-        healthz = endpoint_seconds(f"{base}/healthz", args.probes)
-        return {
-            "rounds": rounds,
-            "scrape_seconds": scrape,
-            "samples": samples,
-            "metrics": metrics,
-            "healthz": healthz,
-        }
-    finally:
-        if watcher is not None:
-            watcher.stop()
-        service.terminate()
-        service.wait(20)
+    assert httpx.get(base + PATH, timeout=5).status_code == 302
+    watcher = Watcher(procs, root, args.scrape_interval)
+    wrk(base + PATH, seconds=1, connections=args.connections, threads=1, cores=LOAD_CORES)
+    rounds: dict[str, list[tuple[WrkResult, float]]] = {"unwatched": [], "watched": []}
+    for _ in range(args.rounds):
+        for label, targets in (("unwatched", []), ("watched", [base.removeprefix("http://")])):
+            watcher.watch(targets)
+            rounds[label].append(run_wrk(base + PATH, service.pid, args))
+    watcher.watch([base.removeprefix("http://")])
+    time.sleep(3)
+    scrape = watcher.query('avg_over_time(scrape_duration_seconds{job="redirector"}[1m])')
+    samples = watcher.query('scrape_samples_scraped{job="redirector"}')
+    metrics = endpoint_seconds(f"{base}/metrics", args.probes)
+    healthz = endpoint_seconds(f"{base}/healthz", args.probes)
+    return {
+        "rounds": rounds,
+        "scrape_seconds": scrape,
+        "samples": samples,
+        "metrics": metrics,
+        "healthz": healthz,
+    }
 
 
 def median(values: list[float]) -> float:
@@ -211,24 +166,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scrape-interval", default="1s")
     parser.add_argument("--probes", type=int, default=200, help="GETs of /metrics and /healthz")
     args = parser.parse_args(argv)
-    for tool in ("wrk", "prometheus"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found on PATH. Install: apt-get install {tool}")
+    require_tools("wrk", "prometheus")
 
-    database = f"vsp_bench_observability_{os.getpid()}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
-        "REDIRECTOR_FAST_PATH": "false",
-        "REDIRECTOR_CDN_HOST": "cdn.test",
-        "LOG_LEVEL": "WARNING",
-    }
-    upgrade(env["DATABASE_URL"])
     root = Path(tempfile.mkdtemp(prefix="vsp-bench-observability-"))
     try:
-        out = measure(root, env, args)
+        with scratch_database(f"vsp_bench_observability_{os.getpid()}") as database_url:
+            env = {
+                **os.environ,
+                "DATABASE_URL": database_url,
+                "REDIRECTOR_FAST_PATH": "false",
+                "REDIRECTOR_CDN_HOST": "cdn.test",
+                "LOG_LEVEL": "WARNING",
+            }
+            procs = Processes(root, env)
+            try:
+                out = measure(procs, root, args)
+            finally:
+                procs.stop_all()
     finally:
-        asyncio.run(_drop(database))
         shutil.rmtree(root, ignore_errors=True)
 
     rounds: dict[str, list[tuple[WrkResult, float]]] = out["rounds"]  # type: ignore[assignment]

@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,10 +41,12 @@ import psutil
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
-from load_tests.harness import Comparison, Report, free_port
+from load_tests.harness import Comparison, Report
 from shared.core.signing import Signer
 from shared.http.delivery import object_response
 from shared.storage.filesystem import FilesystemStore
+from tests.support.ports import free_port
+from tests.support.processes import wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-signing-secret-0123456789"
@@ -101,20 +102,6 @@ def cpu_seconds(pid: int) -> float:
         times = each.cpu_times()
         total += times.user + times.system
     return total
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not come up in {timeout} s")
 
 
 def seconds_of(text: str) -> float:
@@ -278,7 +265,12 @@ http {{
             servers[server] = start(args_, {**env, **extra}, work / f"{server}.log")
         for server, proc in servers.items():
             try:
-                wait_up(f"http://127.0.0.1:{ports[server]}/healthz", proc, timeout=120)
+                wait_http(
+                    f"http://127.0.0.1:{ports[server]}/healthz",
+                    proc=proc,
+                    timeout=120,
+                    statuses=range(500),
+                )
             except (RuntimeError, TimeoutError) as exc:
                 log = (work / f"{server}.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{server} did not start: {exc}\n{log}") from None

@@ -20,12 +20,13 @@ import asyncio
 import json
 import os
 import random
-import signal
+import shutil
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from redis import Redis as SyncRedis
@@ -36,6 +37,8 @@ from shared.mq.broker import Broker
 from shared.mq.messages import PurgeJob, TranscodeJob
 from shared.mq.topology import Topology
 from shared.runtime.resources import Resources
+from tests.support.infra import delete_topology
+from tests.support.processes import Processes
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -79,21 +82,17 @@ async def wait_results(redis: Redis, key: str, count: int, within: float) -> Non
         await asyncio.sleep(0.1)
 
 
-def start_workers(mode: str, prefix: str, count: int, results_key: str) -> list[subprocess.Popen]:  # type: ignore[type-arg]
+def start_workers(procs: Processes, mode: str, prefix: str, count: int, results_key: str) -> None:
+    """``count`` workers of ``mode``; each says it is ready on the results key's ``:ready`` list."""
     env = {
-        **os.environ,
         "BENCH_RESULTS_KEY": results_key,
         "BENCH_READY_KEY": results_key + ":ready",
         "MQ_RETRY_DELAYS_SECONDS": json.dumps(RETRY_DELAYS),
         "PYTHONUNBUFFERED": "1",
     }
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "load_tests.bench_queue", "--worker", mode, "--prefix", prefix],
-            env=env,
-        )
-        for _ in range(count)
-    ]
+    args = [sys.executable, "-m", "load_tests.bench_queue", "--worker", mode, "--prefix", prefix]
+    for n in range(count):
+        procs.start(f"worker-{mode}-{n}", args, env=env)
 
 
 async def consumers_ready(broker: Broker, mode: str, count: int, within: float = 120) -> None:
@@ -139,16 +138,6 @@ async def scenario(
         into["service"].append(record["service"])
 
 
-async def _drop(broker: Broker) -> None:
-    channel = await broker.connection.channel()
-    topo = broker.topology
-    for name in [topo.jobs_queue, topo.dead_queue, *(topo.retry_queue(i) for i in (1, 2, 3))]:
-        await channel.queue_delete(name)
-    for name in (topo.jobs_exchange, topo.retry_exchange, topo.dead_exchange, topo.events_exchange):
-        await channel.exchange_delete(name)
-    await broker.close()
-
-
 def summary(waits: list[float]) -> dict[str, float]:
     ordered = sorted(waits)
     return {
@@ -163,7 +152,8 @@ async def bench(args: argparse.Namespace) -> Report:
     run = uuid.uuid4().hex[:6]
     redis = Redis.from_url(REDIS_URL)
     brokers: dict[str, Broker] = {}
-    procs: list[subprocess.Popen] = []  # type: ignore[type-arg]
+    logs = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    procs = Processes(logs, dict(os.environ))
     runs: dict[str, dict[str, list[float]]] = {
         m: {"low": [], "saturation": [], "service": []} for m in ("push", "pull")
     }
@@ -173,8 +163,8 @@ async def bench(args: argparse.Namespace) -> Report:
         for mode in ("push", "pull"):
             brokers[mode] = Broker(AMQP_URL, Topology(f"benchq{run}{mode}", RETRY_DELAYS))
             await brokers[mode].connect()
-            procs += start_workers(
-                mode, brokers[mode].topology.prefix, args.workers, key_of(run, mode)
+            start_workers(
+                procs, mode, brokers[mode].topology.prefix, args.workers, key_of(run, mode)
             )
         for mode, broker in brokers.items():
             await wait_results(redis, key_of(run, mode) + ":ready", args.workers, within=180)
@@ -193,15 +183,17 @@ async def bench(args: argparse.Namespace) -> Report:
                         broker, redis, key_of(run, mode), runs[mode], name, jobs, interval
                     )
             print(f"round {round_ + 1} done", flush=True)
+    except BaseException:
+        print(f"the workers' logs: {logs}", flush=True)
+        raise
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(30)
+        procs.stop_all()
         for mode, broker in brokers.items():
-            await _drop(broker)
+            await delete_topology(broker.connection, broker.topology)
+            await broker.close()
             await redis.delete(key_of(run, mode), key_of(run, mode) + ":ready")
         await redis.aclose()
+    shutil.rmtree(logs, ignore_errors=True)
     results = {
         mode: {
             "low": summary(r["low"]),

@@ -2,9 +2,9 @@
 
 1. one redirector pinned to one core against nginx ``return 302`` pinned to the same core, wrk
    on the other core: requests/s and p99 at 64 connections. The redirector as shipped (its own
-   uvloop + httptools server answering redirects in the parser callback) and three variants
-   showing what each choice buys: Granian and uvicorn running the plain-ASGI redirect path, and
-   the FastAPI route instead of the redirect path;
+   uvloop + httptools server answering redirects in the parser callback), and the same server
+   sending redirects through the FastAPI route (``REDIRECTOR_FAST_PATH=false``) to show what
+   answering in the parser buys;
 2. four redirectors behind nginx (the ``vsp up`` layout) on the whole machine against nginx
    ``return 302`` on the whole machine, wrk sharing the cores.
 
@@ -25,28 +25,20 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-import asyncpg
 import httpx
 
-from load_tests.harness import (
-    VSP,
-    Comparison,
-    CpuMeter,
-    Report,
-    WrkResult,
-    command_line,
-    free_port,
-    wrk,
-)
+from load_tests.harness import Comparison, CpuMeter, Report, WrkResult, command_line, wrk
 from services.configs.proxies import Backend, render_nginx
 from shared.db.migrate import upgrade
+from tests.support.infra import drop_database
+from tests.support.ports import free_port
+from tests.support.processes import VSP, wait_http
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 PATH = "/?video=" + quote(VIDEO, safe="")
@@ -79,22 +71,6 @@ http {{
     }}
 }}
 """
-
-
-def wait_ready(
-    url: str, proc: subprocess.Popen[bytes], timeout: float = 90, status: int = 200
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == status:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
 def taskset(cores: Sequence[int] | None) -> list[str]:
@@ -130,7 +106,6 @@ class Servers:
         name: str,
         cores: Sequence[int] | None,
         *,
-        server: str = "asyncio",
         fast_path: bool = True,
     ) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
@@ -139,7 +114,6 @@ class Servers:
             [*taskset(cores), *VSP, "serve", "redirector", "--port", str(port)],
             {
                 "REDIRECTOR_INSTANCE_ID": name,
-                "REDIRECTOR_SERVER": server,
                 "REDIRECTOR_FAST_PATH": str(fast_path).lower(),
             },
         )
@@ -166,7 +140,7 @@ class Servers:
         )
 
     def stop(self) -> None:
-        # Granian and nginx have worker processes: signal the whole session.
+        # nginx has worker processes: signal the whole session.
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -257,25 +231,20 @@ def single_core(group: Servers, root: Path, args: argparse.Namespace) -> dict[st
     """Each server on core 0, wrk on core 1."""
     server_core, load_core = [0], [1]
     targets: dict[str, Target] = {}
-    variants = {
-        "ours": {"server": "asyncio", "fast_path": True},
-        "granian": {"server": "granian", "fast_path": True},
-        "uvicorn": {"server": "uvicorn", "fast_path": True},
-        "fastapi": {"server": "asyncio", "fast_path": False},
-    }
+    variants = {"ours": True, "fastapi": False}
     started = {
-        name: group.redirector(f"single-{name}", server_core, **opts)  # type: ignore[arg-type]
-        for name, opts in variants.items()
+        name: group.redirector(f"single-{name}", server_core, fast_path=fast_path)
+        for name, fast_path in variants.items()
     }
     for name, (proc, base) in started.items():
-        wait_ready(f"{base}/readyz", proc)
+        wait_http(f"{base}/readyz", proc=proc, timeout=90)
         targets[name] = Target(name, base + PATH, [proc.pid], load_core)
     port = free_port()
     proc = group.nginx(
         "baseline-1", BASELINE_CONF.format(workers=1, root=root, port=port), server_core
     )
     url = f"http://127.0.0.1:{port}{PATH}"
-    wait_ready(url, proc, status=302)
+    wait_http(url, proc=proc, timeout=90, statuses=(302,))
     targets["nginx"] = Target("nginx, 1 worker", url, [proc.pid], load_core)
     return targets
 
@@ -284,7 +253,7 @@ def cluster(group: Servers, root: Path, args: argparse.Namespace) -> dict[str, T
     """Four redirectors behind nginx, and nginx alone, each on the whole machine."""
     started = [group.redirector(f"redirector-{n}", None) for n in range(1, 5)]
     for proc, base in started:
-        wait_ready(f"{base}/readyz", proc)
+        wait_http(f"{base}/readyz", proc=proc, timeout=90)
     port = free_port()
     conf = render_nginx(
         [
@@ -299,7 +268,7 @@ def cluster(group: Servers, root: Path, args: argparse.Namespace) -> dict[str, T
     )
     front = group.nginx("front", conf, None)
     url = f"http://127.0.0.1:{port}{PATH}"
-    wait_ready(url, front, status=302)
+    wait_http(url, proc=front, timeout=90, statuses=(302,))
     pids = [front.pid, *(proc.pid for proc, _ in started)]
     roles = {"nginx": [front.pid]} | {
         f"redirector-{n}": [proc.pid] for n, (proc, _) in enumerate(started, start=1)
@@ -308,7 +277,7 @@ def cluster(group: Servers, root: Path, args: argparse.Namespace) -> dict[str, T
     port = free_port()
     proc = group.nginx("baseline-2", BASELINE_CONF.format(workers=2, root=root, port=port), None)
     url = f"http://127.0.0.1:{port}{PATH}"
-    wait_ready(url, proc, status=302)
+    wait_http(url, proc=proc, timeout=90, statuses=(302,))
     targets["nginx"] = Target("nginx, 2 workers", url, [proc.pid], None)
     return targets
 
@@ -316,14 +285,6 @@ def cluster(group: Servers, root: Path, args: argparse.Namespace) -> dict[str, T
 def per_cpu_second(run: Measured, seconds: float) -> float:
     result, cpu = run
     return result.requests_per_second * seconds / cpu if cpu else 0.0
-
-
-async def _drop(database: str) -> None:
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -359,13 +320,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 both = cluster(group, root, args)
                 rounds(list(both.values()), args)
     finally:
-        asyncio.run(_drop(database))
+        asyncio.run(drop_database(database))
         shutil.rmtree(root, ignore_errors=True)
 
     s = args.seconds
-    ours, granian, uvicorn, fastapi, ngx = (
-        single[k].median() for k in ("ours", "granian", "uvicorn", "fastapi", "nginx")
-    )
+    ours, fastapi, ngx = (single[k].median() for k in ("ours", "fastapi", "nginx"))
     report = Report("bench_redirect", command_line())
     report.comparisons += [
         Comparison(
@@ -389,24 +348,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             notes=f"nginx p99 {ngx[0].latency_p99_ms} ms",
         ),
     ]
-    variants = [
-        ("own server vs Granian", granian, "plain-ASGI redirect path under Granian", "Granian"),
-        ("own server vs uvicorn", uvicorn, "plain-ASGI redirect path under uvicorn", "uvicorn"),
-        ("redirect path vs FastAPI route", fastapi, "same server, FastAPI route", "FastAPI"),
-    ]
-    report.comparisons += [
+    report.comparisons.append(
         Comparison(
-            f"1 core: {label}",
+            "1 core: redirect path vs FastAPI route",
             "req/s",
             ours[0].requests_per_second,
-            other[0].requests_per_second,
-            baseline,
+            fastapi[0].requests_per_second,
+            "same server, FastAPI route",
             ours_per_cpu_second=per_cpu_second(ours, s),
-            baseline_per_cpu_second=per_cpu_second(other, s),
-            notes=f"{name} p99 {other[0].latency_p99_ms} ms",
+            baseline_per_cpu_second=per_cpu_second(fastapi, s),
+            notes=f"FastAPI p99 {fastapi[0].latency_p99_ms} ms",
         )
-        for label, other, baseline, name in variants
-    ]
+    )
     if both:
         front, ngx2 = both["cluster"].median(), both["nginx"].median()
         report.comparisons += [

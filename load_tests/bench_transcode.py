@@ -36,6 +36,7 @@ from shared.db.repositories import VideoRepository
 from shared.media.ffprobe import MediaInfo, probe
 from shared.mq.messages import TranscodeJob
 from shared.runtime.resources import Resources, close_resources, open_resources
+from tests.support.infra import delete_topology
 
 
 def make_source(path: Path, seconds: int) -> Path:
@@ -136,7 +137,8 @@ async def bench(args: argparse.Namespace) -> Report:
             times["per-rendition"].append(await run_per_rendition(source, info, rungs, settings))
             print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
     finally:
-        await _drop_topology(res)
+        broker = res.need_broker()
+        await delete_topology(broker.connection, broker.topology)
         await close_resources(res)
         shutil.rmtree(root, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -164,19 +166,6 @@ async def bench(args: argparse.Namespace) -> Report:
         "overhead": med["pipeline"] / med["bare"],
     }
     return report
-
-
-async def _drop_topology(res: Resources) -> None:
-    broker = res.need_broker()
-    topo = broker.topology
-    channel = await broker.connection.channel()
-    for name in [topo.jobs_queue, topo.dead_queue] + [
-        topo.retry_queue(i) for i in range(1, topo.max_attempts)
-    ]:
-        await channel.queue_delete(name)
-    for name in (topo.jobs_exchange, topo.retry_exchange, topo.dead_exchange, topo.events_exchange):
-        await channel.exchange_delete(name)
-    await channel.close()
 
 
 def main() -> None:

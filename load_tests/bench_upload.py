@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 import psutil
 from starlette.types import Receive, Scope, Send
 
@@ -38,8 +37,9 @@ from load_tests.harness import Comparison, Report, command_line
 from services.upload.settings import Settings
 from services.upload.tls import ensure_self_signed
 from shared.db.migrate import upgrade
-from tests.support import free_port, make_clip
-from tests.support_upload import MIB, padded_media
+from tests.support.media import MIB, make_clip, padded_media
+from tests.support.ports import free_port
+from tests.support.processes import Processes
 
 # tmpfs: where nginx's copy of the upload shows the ceiling of the client and loopback TCP.
 _MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -174,34 +174,11 @@ class PeakRss(threading.Thread):
             time.sleep(0.05)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2, verify=False).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer")
-
-
-def _start(args: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", *args], env=env, stdout=subprocess.DEVNULL)
-    try:
-        wait_ready(ready_url, proc)
-    except BaseException:
-        proc.kill()
-        raise
-    return proc
-
-
 def _start_nginx(
-    root: Path, cert: Path, key: Path, store: Path, tag: str
-) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """nginx taking the PUT with its DAV module into ``store`` (bodies and files alike)."""
+    procs: Processes, root: Path, cert: Path, key: Path, store: Path, tag: str
+) -> dict[str, str]:
+    """nginx taking the PUT with its DAV module into ``store`` (bodies and files alike); the URL
+    to PUT to per protocol."""
     ports = {"http": free_port(), "h2c": free_port(), "https": free_port()}
     for folder in (root, store):
         folder.chmod(0o755)  # nginx workers run as an unprivileged user
@@ -220,16 +197,21 @@ def _start_nginx(
             **ports,
         )
     )
-    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL)
+    procs.start(
+        f"nginx-{tag}",
+        ["nginx", "-c", str(conf), "-p", str(root)],
+        ready_url=f"http://127.0.0.1:{ports['http']}/",
+        ready_statuses=range(100, 500),  # any answer but a server error: nginx is up
+    )
     scheme = {"http": "http", "h2c": "http", "https": "https"}
-    time.sleep(0.5)
-    return nginx, {k: f"{scheme[k]}://127.0.0.1:{p}/upload.bin" for k, p in ports.items()}
+    return {k: f"{scheme[k]}://127.0.0.1:{p}/upload.bin" for k, p in ports.items()}
 
 
-def _urls(http_port: int, tls_port: int, path: str) -> dict[str, str]:
+def _urls(base: str, tls_port: int, path: str) -> dict[str, str]:
+    """Where to PUT per protocol: ``base`` (plain HTTP, h2c alike) and TLS on ``tls_port``."""
     return {
-        "http": f"http://127.0.0.1:{http_port}{path}",
-        "h2c": f"http://127.0.0.1:{http_port}{path}",
+        "http": f"{base}{path}",
+        "h2c": f"{base}{path}",
         "https": f"https://127.0.0.1:{tls_port}{path}",
     }
 
@@ -249,50 +231,49 @@ def main(argv: Sequence[str] | None = None) -> None:
     upgrade(Settings().database_url)
     root = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-"))
     memory: Path | None = None
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        cert, key = ensure_self_signed(root / "cert.pem", root / "key.pem")
-        clip = make_clip(root / "clip.mp4", seconds=2, size="320x180")
-        source = padded_media(clip, root / "upload.mp4", size, random=False)
-
-        env = {
+    cert, key = root / "cert.pem", root / "key.pem"
+    procs = Processes(
+        root / "logs",
+        {
             **os.environ,
             "STORAGE_ROOT": str(root / "objects"),
             "UPLOAD_MAX_BYTES": str(size * 2),
             "UPLOAD_TLS_CERT_FILE": str(cert),
             "UPLOAD_TLS_KEY_FILE": str(key),
             "LOG_LEVEL": "WARNING",
-        }
-        ports = {"http": free_port(), "https": free_port()}
-        ours = _start(
-            ["services.cli.main", "serve", "upload", "--port", str(ports["http"])],
-            {**env, "UPLOAD_TLS_PORT": str(ports["https"])},
-            f"http://127.0.0.1:{ports['http']}/readyz",
-        )
-        procs.append(ours)
-        ours_urls = _urls(ports["http"], ports["https"], "/api/videos")
+        },
+    )
+    try:
+        ensure_self_signed(cert, key)
+        clip = make_clip(root / "clip.mp4", seconds=2, size="320x180")
+        source = padded_media(clip, root / "upload.mp4", size, random=False)
+
+        tls_port = free_port()
+        ours = procs.service("upload", env={"UPLOAD_TLS_PORT": str(tls_port)})
+        ours_urls = _urls(ours.url, tls_port, "/api/videos")
         minimal_ports = {"http": free_port(), "https": free_port()}
         (root / "minimal").mkdir()
-        procs.append(
-            _start(
-                [
-                    "load_tests.bench_upload",
-                    "--serve-minimal",
-                    str(minimal_ports["http"]),
-                    "--folder",
-                    str(root / "minimal"),
-                ],
-                {**env, "UPLOAD_TLS_PORT": str(minimal_ports["https"])},
-                f"http://127.0.0.1:{minimal_ports['http']}/",
-            )
+        procs.start(
+            "minimal",
+            [
+                sys.executable,
+                "-m",
+                "load_tests.bench_upload",
+                "--serve-minimal",
+                str(minimal_ports["http"]),
+                "--folder",
+                str(root / "minimal"),
+            ],
+            ready_url=f"http://127.0.0.1:{minimal_ports['http']}/",
+            env={"UPLOAD_TLS_PORT": str(minimal_ports["https"])},
         )
-        minimal_urls = _urls(minimal_ports["http"], minimal_ports["https"], "/upload")
-        nginx, nginx_urls = _start_nginx(root, cert, key, root, "disk")
-        procs.append(nginx)
+        minimal_urls = _urls(
+            f"http://127.0.0.1:{minimal_ports['http']}", minimal_ports["https"], "/upload"
+        )
+        nginx_urls = _start_nginx(procs, root, cert, key, root, "disk")
         # The same nginx into memory: what curl and loopback TCP carry at best on this machine.
         memory = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-", dir=_MEMORY_DIR))
-        nginx_memory, memory_urls = _start_nginx(root, cert, key, memory, "memory")
-        procs.append(nginx_memory)
+        memory_urls = _start_nginx(procs, root, cert, key, memory, "memory")
 
         comparisons: list[Comparison] = []
         peaks: dict[str, float] = {}
@@ -359,12 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         report.write()
     finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        procs.stop_all()
         shutil.rmtree(root, ignore_errors=True)
         if memory is not None:
             shutil.rmtree(memory, ignore_errors=True)

@@ -11,13 +11,14 @@ from typing import Any
 
 import httpx
 
+from load_tests.harness import RESULTS
+
 ORIGIN_URL = os.environ.get("VSP_ORIGIN_URL", "http://127.0.0.1:8003")
 UPLOAD_URL = os.environ.get("VSP_UPLOAD_URL", "http://127.0.0.1:8001")
 TUS_URL = os.environ.get("VSP_TUS_URL", "http://127.0.0.1:8002/files/")
 REDIRECT_URL = os.environ.get("VSP_REDIRECT_URL", "http://127.0.0.1:8080")
 # Where viewers fetch playlists and segments: haproxy in front of the edges by default.
 DELIVERY_URL = os.environ.get("VSP_DELIVERY_URL", "http://127.0.0.1:8081")
-RESULTS = Path(os.environ.get("VSP_RESULTS_DIR", "results"))
 # Path tokens let the edges cache one copy of each object for every viewer; "query" signs each
 # URL for one viewer, as the streaming gateway did.
 SIGNING_MODE = os.environ.get("VSP_SIGNING_MODE", "token")

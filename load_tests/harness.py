@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
+
+from tests.support.processes import Processes
 
 RESULTS = Path(os.environ.get("VSP_RESULTS_DIR", "results"))
 
@@ -81,13 +81,6 @@ class Report:
         print(table(self.benchmark, self.comparisons))
         print(f"(written to {path})")
         return path
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def machine() -> dict[str, Any]:
@@ -226,48 +219,36 @@ def wrk(
     )
 
 
-VSP = [sys.executable, "-m", "services.cli.main"]
+def require_tools(*tools: str) -> None:
+    """Exit, saying how to install it, if one of ``tools`` is not on PATH."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found on PATH. Install: apt-get install {tool}")
 
 
 class ProcessStack:
-    """The processes of one benchmark run, logging under ``root``; ``stop`` ends them all."""
+    """The processes of one benchmark run, logging under ``root`` and storing objects in
+    ``root``/objects; ``stop`` ends them all."""
 
     def __init__(self, root: Path, **env: str) -> None:
         self.root = root
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.env = {
-            **os.environ,
-            "STORAGE_BACKEND": "fs",
-            "STORAGE_ROOT": str(root / "objects"),
-            "LOG_LEVEL": "WARNING",
-            **env,
-        }
+        self.processes = Processes(
+            root,
+            {
+                **os.environ,
+                "STORAGE_BACKEND": "fs",
+                "STORAGE_ROOT": str(root / "objects"),
+                "LOG_LEVEL": "WARNING",
+                **env,
+            },
+            timeout=180,
+        )
 
     def start(
         self, name: str, args: list[str], ready: str | None, **env: str
     ) -> subprocess.Popen[bytes]:
         """Start ``args``; with ``ready``, wait until that URL answers 200 (up to 3 min)."""
-        log = (self.root / f"{name}.log").open("wb")
-        proc = subprocess.Popen(args, env={**self.env, **env}, stdout=log, stderr=log)
-        self.procs.append(proc)
-        deadline = time.monotonic() + 180
-        while ready:
-            try:
-                if httpx.get(ready, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (self.root / f"{name}.log").read_text()[-2000:]
-                raise RuntimeError(f"{name} did not start:\n{tail}")
-            time.sleep(0.2)
-        return proc
+        return self.processes.start(name, args, ready_url=ready, env=env).popen
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self.processes.stop_all()

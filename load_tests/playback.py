@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tests.support.hls import attributes, variant_streams
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -20,15 +22,10 @@ class Rung:
 
 def parse_master(text: str) -> list[Rung]:
     """Variant streams of a master playlist, lowest BANDWIDTH first."""
-    rungs: list[Rung] = []
-    attrs: dict[str, str] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("#EXT-X-STREAM-INF:"):
-            attrs = _attributes(line.split(":", 1)[1])
-        elif line and not line.startswith("#") and attrs is not None:
-            rungs.append(Rung(int(attrs["BANDWIDTH"]), line, attrs.get("RESOLUTION")))
-            attrs = None
+    rungs = [
+        Rung(int(attrs["BANDWIDTH"]), uri, attrs.get("RESOLUTION"))
+        for attrs, uri in variant_streams(text)
+    ]
     return sorted(rungs, key=lambda r: r.bandwidth)
 
 
@@ -40,32 +37,13 @@ def parse_media(text: str) -> tuple[str | None, list[tuple[float, str]]]:
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith("#EXT-X-MAP:"):
-            init = _attributes(line.split(":", 1)[1]).get("URI")
+            init = attributes(line).get("URI")
         elif line.startswith("#EXTINF:"):
             duration = float(line.split(":", 1)[1].split(",", 1)[0])
         elif line and not line.startswith("#") and duration is not None:
             segments.append((duration, line))
             duration = None
     return init, segments
-
-
-def _attributes(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    key, value, quoted, reading_key = "", "", False, True
-    for ch in text + ",":
-        if reading_key:
-            if ch == "=":
-                reading_key = False
-            elif ch != ",":
-                key += ch
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            out[key.strip()] = value
-            key, value, reading_key = "", "", True
-        else:
-            value += ch
-    return out
 
 
 @dataclass

@@ -3,6 +3,10 @@
 Each test session gets its own database (migrated, dropped at the end), its own exchange and
 queue prefix on RabbitMQ (deleted at the end) and its own object-store folder, all exported as
 environment variables so that in-process code and spawned service processes agree.
+
+A test's folder is its marker: tests/unit (``unit``: starts nothing), tests/integration
+(``integration``: infrastructure and in-process apps only) and tests/e2e (``e2e``: our services
+as real processes).
 """
 
 from __future__ import annotations
@@ -10,22 +14,35 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from shared.core.settings import BaseServiceSettings
 from shared.db.migrate import upgrade
 from shared.runtime.resources import Resources, close_resources, open_resources
-from tests.support import AMQP_URL, Processes, drop_topology, environ
+from tests.support.infra import AMQP_URL, database_url, drop_database, drop_topology, environ
+from tests.support.ports import free_port
+from tests.support.processes import Processes
 
 RUN_ID = f"{os.getpid()}{uuid.uuid4().hex[:6]}"
 DB_NAME = f"vsp_test_{RUN_ID}"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TESTS = Path(__file__).parent
+FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder (before ``-m`` selects by marker)."""
+    for item in items:
+        if item.path.is_relative_to(TESTS):
+            folder = item.path.relative_to(TESTS).parts[0]
+            if folder in FOLDER_MARKERS:
+                item.add_marker(FOLDER_MARKERS[folder])
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +51,7 @@ def test_env() -> Iterator[dict[str, str]]:
     root = Path(tempfile.mkdtemp(prefix=f"vsp-test-{RUN_ID}-"))
     env = {
         "ENVIRONMENT": "test",
-        "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB_NAME}",
+        "DATABASE_URL": database_url(DB_NAME),
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "AMQP_URL": AMQP_URL,
         "MQ_PREFIX": f"t{RUN_ID}",
@@ -57,11 +74,7 @@ def test_env() -> Iterator[dict[str, str]]:
 
 
 async def _cleanup(prefix: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(DB_NAME)
     await drop_topology(prefix)
 
 
@@ -100,3 +113,20 @@ def media_dir(test_root: Path) -> Path:
     path = test_root / "media"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a moto S3 server running in its own process for the session."""
+    port = free_port()
+    procs = Processes(tmp_path_factory.mktemp("moto"), dict(os.environ), timeout=30)
+    try:
+        procs.start(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            ready_url=f"http://127.0.0.1:{port}/",
+            ready_statuses=range(100, 600),  # any answer: the server is up
+        )
+        yield f"127.0.0.1:{port}"
+    finally:
+        procs.stop_all()

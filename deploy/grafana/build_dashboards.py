@@ -16,6 +16,25 @@ RATE = "$__rate_interval"
 CACHED = "hit|stale|coalesced|revalidated"
 
 
+def sum_rate(metric: str, by: str = "") -> str:
+    """The summed per-second rate of ``metric`` (a name with an optional selector)."""
+    inner = f"rate({metric}[{RATE}])"
+    return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
+
+
+def ratio(numerator: str, denominator: str, by: str = "") -> str:
+    """The share of ``denominator``'s rate that ``numerator``'s makes up."""
+    return f"{sum_rate(numerator, by)} / {sum_rate(denominator, by)}"
+
+
+def quantile(q: str, histogram: str, by: str = "", selector: str = "") -> str:
+    """The ``q`` quantile of a histogram's recent observations, per ``by`` group."""
+    groups = f"{by}, le" if by else "le"
+    return (
+        f"histogram_quantile({q}, sum by ({groups}) (rate({histogram}_bucket{selector}[{RATE}])))"
+    )
+
+
 def panel(
     title: str,
     *queries: tuple[str, str],
@@ -96,10 +115,7 @@ def dashboard(
 
 
 def overview() -> dict[str, Any]:
-    ratio_5xx = (
-        f'sum by (job) (rate(http_requests_total{{status=~"5.."}}[{RATE}]))'
-        f" / sum by (job) (rate(http_requests_total[{RATE}]))"
-    )
+    errors, requests = 'http_requests_total{status=~"5.."}', "http_requests_total"
     return dashboard(
         "vsp-overview",
         "Platform overview",
@@ -115,11 +131,7 @@ def overview() -> dict[str, Any]:
             ),
             panel(
                 "5xx ratio",
-                (
-                    f'sum(rate(http_requests_total{{status=~"5.."}}[{RATE}]))'
-                    f" / sum(rate(http_requests_total[{RATE}]))",
-                    "5xx",
-                ),
+                (ratio(errors, requests), "5xx"),
                 kind="stat",
                 unit="percentunit",
                 width=6,
@@ -131,23 +143,19 @@ def overview() -> dict[str, Any]:
                 unit="reqps",
                 stack=True,
             ),
-            panel("5xx ratio by service", (ratio_5xx, "{{job}}"), unit="percentunit"),
+            panel(
+                "5xx ratio by service",
+                (ratio(errors, requests, "job"), "{{job}}"),
+                unit="percentunit",
+            ),
             panel(
                 "p95 duration by service",
-                (
-                    "histogram_quantile(0.95, sum by (job, le) "
-                    f"(rate(http_request_duration_seconds_bucket[{RATE}])))",
-                    "{{job}}",
-                ),
+                (quantile("0.95", "http_request_duration_seconds", "job"), "{{job}}"),
                 unit="s",
             ),
             panel(
                 "p50 duration by service",
-                (
-                    "histogram_quantile(0.5, sum by (job, le) "
-                    f"(rate(http_request_duration_seconds_bucket[{RATE}])))",
-                    "{{job}}",
-                ),
+                (quantile("0.5", "http_request_duration_seconds", "job"), "{{job}}"),
                 unit="s",
             ),
             panel(
@@ -202,8 +210,7 @@ def uploads() -> dict[str, Any]:
             panel(
                 "p95 request duration by route",
                 (
-                    "histogram_quantile(0.95, sum by (job, route, le) "
-                    f"(rate(http_request_duration_seconds_bucket{{{jobs}}}[{RATE}])))",
+                    quantile("0.95", "http_request_duration_seconds", "job, route", f"{{{jobs}}}"),
                     "{{job}} {{route}}",
                 ),
                 unit="s",
@@ -237,9 +244,6 @@ def uploads() -> dict[str, Any]:
 
 
 def transcoding() -> dict[str, Any]:
-    def quantile(q: str, metric: str) -> str:
-        return f"histogram_quantile({q}, sum by (mode, le) (rate({metric}_bucket[{RATE}])))"
-
     return dashboard(
         "vsp-transcoding",
         "Transcoding",
@@ -274,15 +278,15 @@ def transcoding() -> dict[str, Any]:
             ),
             panel(
                 "Queue wait by worker mode",
-                (quantile("0.5", "transcode_queue_wait_seconds"), "p50 {{mode}}"),
-                (quantile("0.95", "transcode_queue_wait_seconds"), "p95 {{mode}}"),
+                (quantile("0.5", "transcode_queue_wait_seconds", "mode"), "p50 {{mode}}"),
+                (quantile("0.95", "transcode_queue_wait_seconds", "mode"), "p95 {{mode}}"),
                 unit="s",
                 description="From a job's publication to a worker starting it.",
             ),
             panel(
                 "Transcode duration by worker mode",
-                (quantile("0.5", "transcode_duration_seconds"), "p50 {{mode}}"),
-                (quantile("0.95", "transcode_duration_seconds"), "p95 {{mode}}"),
+                (quantile("0.5", "transcode_duration_seconds", "mode"), "p50 {{mode}}"),
+                (quantile("0.95", "transcode_duration_seconds", "mode"), "p95 {{mode}}"),
                 unit="s",
             ),
             panel(
@@ -296,7 +300,7 @@ def transcoding() -> dict[str, Any]:
             ),
             panel(
                 "Realtime factor (media s per wall s)",
-                (quantile("0.5", "transcode_realtime_factor"), "p50 {{mode}}"),
+                (quantile("0.5", "transcode_realtime_factor", "mode"), "p50 {{mode}}"),
             ),
         ],
         ["transcoding"],
@@ -304,21 +308,15 @@ def transcoding() -> dict[str, Any]:
 
 
 def delivery() -> dict[str, Any]:
-    hit_ratio = (
-        f'sum by (instance) (rate(edge_requests_total{{result=~"{CACHED}"}}[{RATE}]))'
-        f' / sum by (instance) (rate(edge_requests_total{{result=~"{CACHED}|miss|pass"}}[{RATE}]))'
-    )
+    hits = f'edge_requests_total{{result=~"{CACHED}"}}'
+    lookups = f'edge_requests_total{{result=~"{CACHED}|miss|pass"}}'
     return dashboard(
         "vsp-delivery",
         "Delivery",
         [
             panel(
                 "Edge hit ratio",
-                (
-                    f'sum(rate(edge_requests_total{{result=~"{CACHED}"}}[{RATE}]))'
-                    f' / sum(rate(edge_requests_total{{result=~"{CACHED}|miss|pass"}}[{RATE}]))',
-                    "all edges",
-                ),
+                (ratio(hits, lookups), "all edges"),
                 kind="stat",
                 unit="percentunit",
                 width=8,
@@ -339,7 +337,7 @@ def delivery() -> dict[str, Any]:
             ),
             panel(
                 "Hit ratio by edge",
-                (hit_ratio, "{{instance}}"),
+                (ratio(hits, lookups, "instance"), "{{instance}}"),
                 ("edge_cache_hit_ratio", "since start {{instance}}"),
                 unit="percentunit",
             ),
@@ -365,11 +363,7 @@ def delivery() -> dict[str, Any]:
             ),
             panel(
                 "p95 origin fetch time",
-                (
-                    "histogram_quantile(0.95, sum by (reason, le) "
-                    f"(rate(edge_origin_fetch_seconds_bucket[{RATE}])))",
-                    "{{reason}}",
-                ),
+                (quantile("0.95", "edge_origin_fetch_seconds", "reason"), "{{reason}}"),
                 unit="s",
             ),
             panel(
@@ -399,11 +393,7 @@ def delivery() -> dict[str, Any]:
             ),
             panel(
                 "p95 time to warm a ready video",
-                (
-                    "histogram_quantile(0.95, sum by (le) "
-                    f"(rate(edge_warm_seconds_bucket[{RATE}])))",
-                    "p95",
-                ),
+                (quantile("0.95", "edge_warm_seconds"), "p95"),
                 unit="s",
             ),
             panel(
@@ -431,8 +421,9 @@ def balancers() -> dict[str, Any]:
             panel(
                 "Share sent to the origin",
                 (
-                    f'sum(rate(redirector_redirects_total{{target="origin"}}[{RATE}]))'
-                    f" / sum(rate(redirector_redirects_total[{RATE}]))",
+                    ratio(
+                        'redirector_redirects_total{target="origin"}', "redirector_redirects_total"
+                    ),
                     "measured",
                 ),
                 ("1 / avg(redirector_config_ratio)", "configured"),

@@ -13,17 +13,16 @@ while the viewer's send buffer is full.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Protocol
 
 from services.balancer import metrics
 from services.balancer.pool import Backend, Pool
 from services.balancer.upstream import Address, Connections, Upstream
 from shared.core.errors import AppError, UpstreamUnavailable
+from shared.http.h1 import error_bytes
 from shared.http.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS, HTTP_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
@@ -61,19 +60,18 @@ class Viewer(Protocol):
     closed: bool
     writing_paused: bool
 
-    def send_head(self, head: bytes) -> None: ...
+    def write(self, data: bytes) -> None: ...
 
-    def send_body(self, data: bytes) -> None: ...
+    def writelines(self, parts: list[bytes]) -> None: ...
 
-    def send_parts(self, parts: list[bytes]) -> None: ...
-
-    def end_response(self, *, keep_alive: bool) -> None: ...
+    def done(self, keep_alive: bool) -> None:
+        """The response is whole; the connection goes on with the next request or closes."""
 
     def abort(self) -> None: ...
 
 
 class Request:
-    """A parsed viewer request: what the proxy needs to forward it."""
+    """A parsed viewer request (header names lower-cased): what the proxy needs to forward it."""
 
     __slots__ = ("headers", "http_11", "keep_alive", "method", "path", "request_id", "target")
 
@@ -103,12 +101,11 @@ def forwarded_head(request: Request, client_ip: bytes) -> tuple[bytes, bool]:
     forwarded_for = client_ip
     has_host = False
     for name, value in request.headers:
-        lowered = name.lower()
-        if lowered in _NOT_FORWARDED:
-            if lowered == b"x-forwarded-for":
+        if name in _NOT_FORWARDED:
+            if name == b"x-forwarded-for":
                 forwarded_for = value + b", " + client_ip
             continue
-        has_host = has_host or lowered == b"host"
+        has_host = has_host or name == b"host"
         lines += [name, b": ", value, b"\r\n"]
     lines += [b"x-forwarded-for: ", forwarded_for, b"\r\nx-request-id: ", request.request_id]
     lines.append(b"\r\n")
@@ -117,20 +114,7 @@ def forwarded_head(request: Request, client_ip: bytes) -> tuple[bytes, bool]:
 
 def error_response(exc: AppError, request_id: bytes, *, keep_alive: bool) -> bytes:
     """A whole JSON error response, ``{"error": ..., "detail": ...}`` like every service's."""
-    body = json.dumps(exc.body(), separators=(",", ":")).encode()
-    lines = [
-        f"HTTP/1.1 {exc.status} {HTTPStatus(exc.status).phrase}\r\n".encode(),
-        b"content-type: application/json\r\ncontent-length: ",
-        str(len(body)).encode(),
-        b"\r\nx-request-id: ",
-        request_id,
-        b"\r\n",
-    ]
-    lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in exc.headers.items()]
-    if not keep_alive:
-        lines.append(b"connection: close\r\n")
-    lines += [b"\r\n", body]
-    return b"".join(lines)
+    return error_bytes(exc, keep_alive=keep_alive, headers=((b"x-request-id", request_id),))
 
 
 class RequestMetrics:
@@ -290,10 +274,10 @@ class Exchange:
     def reply_error(self, exc: AppError) -> None:
         """Answer with the balancer's own JSON error instead of a backend's response."""
         keep_alive = self.request.keep_alive
-        self.viewer.send_head(error_response(exc, self.request.request_id, keep_alive=keep_alive))
+        self.viewer.write(error_response(exc, self.request.request_id, keep_alive=keep_alive))
         self.status = exc.status
         self._book_request()
-        self.viewer.end_response(keep_alive=keep_alive)
+        self.viewer.done(keep_alive)
 
     # -- events from the backend connection -------------------------------------------------
 
@@ -342,29 +326,29 @@ class Exchange:
     def on_body(self, data: bytes) -> None:
         self.sent += len(data)
         if self.chunked:
-            self.viewer.send_parts([self.held, b"%x\r\n" % len(data), data, b"\r\n"])
+            self.viewer.writelines([self.held, b"%x\r\n" % len(data), data, b"\r\n"])
             self.held = b""
         elif self.held:
-            self.viewer.send_parts([self.held, data])
+            self.viewer.writelines([self.held, data])
             self.held = b""
         else:
-            self.viewer.send_body(data)
+            self.viewer.write(data)
 
     def flush(self) -> None:
         if self.held:
-            self.viewer.send_body(self.held)
+            self.viewer.write(self.held)
             self.held = b""
 
     def on_end(self, conn: Upstream) -> None:
         self.conn = None
         self.proxy.connections.release(conn)
         if self.chunked:
-            self.viewer.send_parts([self.held, b"0\r\n\r\n"])
+            self.viewer.writelines([self.held, b"0\r\n\r\n"])
             self.held = b""
         else:
             self.flush()
         self._closed(upstream_broke=False)
-        self.viewer.end_response(keep_alive=self.request.keep_alive)
+        self.viewer.done(self.request.keep_alive)
 
     def on_lost(self, conn: Upstream, problem: BaseException | None) -> None:
         self.conn = None

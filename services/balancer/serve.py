@@ -31,9 +31,18 @@ class BalancerServer(uvicorn.Server):
     """uvicorn for the app, plus the public listener opened after the app has started and
     closed before the app shuts down."""
 
-    def __init__(self, app: FastAPI, config: uvicorn.Config, control: str, host: str, port: int):
+    def __init__(
+        self,
+        app: FastAPI,
+        config: uvicorn.Config,
+        control: str,
+        host: str,
+        port: int,
+        settings: Settings,
+    ):
         super().__init__(config)
         self.app = app
+        self.settings = settings
         self.control = control
         self.host = host
         self.port = port
@@ -51,18 +60,15 @@ class BalancerServer(uvicorn.Server):
             balancer.connections,
             Address(unix_path=self.control),
             own_paths(app),
-            keep_alive_seconds=KEEP_ALIVE_SECONDS,
+            self.settings.http_limits,
         )
-        loop = asyncio.get_running_loop()
-        self.listener = await loop.create_server(
-            self.front.protocol, self.host, self.port, backlog=BACKLOG, reuse_address=True
+        self.listener = await self.front.listener.open(
+            self.front.protocol, self.host, self.port, backlog=BACKLOG
         )
 
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0 and self.front is not None:
-            now = time.monotonic()
-            self.front.sweep(now)
-            self.front.connections.sweep(now)
+            self.front.connections.sweep(time.monotonic())
         return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -70,14 +76,8 @@ class BalancerServer(uvicorn.Server):
             self.listener.close()
         if self.front is not None:
             # Responses under way may finish (as long as uvicorn waits for its own).
-            self.front.close_idle()
-            deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
-            while self.front.viewers and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                self.front.close_idle()
+            await self.front.listener.drain(self.config.timeout_graceful_shutdown or 0)
         await super().shutdown(sockets)
-        if self.front is not None:
-            self.front.close_all()
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
@@ -94,7 +94,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=5,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
-    await BalancerServer(app, config, control, host, port).serve(sockets=[listener])
+    await BalancerServer(app, config, control, host, port, settings).serve(sockets=[listener])
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
+from shared.http.h1_limits import Limits
 
 Strategy = Literal["tiered", "round_robin", "least_connections"]
 
@@ -72,6 +73,24 @@ class Settings(BaseServiceSettings):
     balancer_max_connections: int = Field(default=512, ge=1)
     balancer_history_seconds: int = Field(default=120, ge=10, le=3600)
 
+    # The viewers' side of the listener.
+    balancer_max_request_line_bytes: int = Field(
+        default=Limits.request_line_bytes, ge=256, description="Longest request target (414)"
+    )
+    balancer_max_headers: int = Field(default=Limits.header_count, ge=1)
+    balancer_max_header_bytes: int = Field(
+        default=Limits.header_bytes, ge=1024, description="Header names and values together (431)"
+    )
+    balancer_max_body_bytes: int = Field(
+        default=Limits.body_bytes, ge=0, description="Bodies go to the balancer's own paths only"
+    )
+    balancer_header_timeout_seconds: float = Field(
+        default=Limits.header_timeout_seconds,
+        gt=0,
+        description="Time to send a request's head, then each part of its body (408)",
+    )
+    balancer_keep_alive_seconds: float = Field(default=Limits.keep_alive_seconds, gt=0)
+
     @field_validator("balancer_backends", mode="before")
     @classmethod
     def _urls_or_objects(cls, value: Any) -> Any:
@@ -95,6 +114,18 @@ class Settings(BaseServiceSettings):
         if sum(weights.values()) <= 0:
             raise ValueError("at least one score weight must be above zero")
         return self
+
+    @property
+    def http_limits(self) -> Limits:
+        """The limits of the viewers' listener."""
+        return Limits(
+            request_line_bytes=self.balancer_max_request_line_bytes,
+            header_count=self.balancer_max_headers,
+            header_bytes=self.balancer_max_header_bytes,
+            body_bytes=self.balancer_max_body_bytes,
+            header_timeout_seconds=self.balancer_header_timeout_seconds,
+            keep_alive_seconds=self.balancer_keep_alive_seconds,
+        )
 
     @property
     def score_weights(self) -> dict[str, float]:

@@ -21,6 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from services.chunked_upload.tus import OFFSET_CONTENT_TYPE, TUS_VERSION, format_metadata
+
 CHUNK = 1024 * 1024
 
 
@@ -112,7 +114,7 @@ def wait_ready(base: str, video_id: str, timeout_seconds: float = 1800) -> dict[
             time.sleep(0.5)
 
 
-TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+TUS_HEADERS = {"Tus-Resumable": TUS_VERSION}
 _RETRYABLE = {409, 423, 500, 502, 503, 504}
 
 
@@ -137,11 +139,8 @@ def _save_resume_state(state: dict[str, list[str]]) -> None:
 
 
 def _encode_metadata(fields: dict[str, str]) -> str:
-    return ",".join(
-        f"{key} {base64.b64encode(value.encode()).decode()}"
-        for key, value in fields.items()
-        if value
-    )
+    # Empty fields are left out rather than sent as bare keys.
+    return format_metadata({key: value for key, value in fields.items() if value})
 
 
 class _Tus:
@@ -224,7 +223,7 @@ class _Tus:
                         content=chunk,
                         headers={
                             **TUS_HEADERS,
-                            "Content-Type": "application/offset+octet-stream",
+                            "Content-Type": OFFSET_CONTENT_TYPE,
                             "Upload-Offset": str(offset),
                             "Upload-Checksum": f"sha256 {checksum}",
                         },

@@ -16,14 +16,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
 from shared.media.samples import synthetic_clip
+
+if TYPE_CHECKING:
+    from services.configs.proxies import Backend
 
 
 class SuiteSettings(BaseServiceSettings):
@@ -110,47 +115,64 @@ def _check_tools() -> list[str]:
     return problems
 
 
+_VSP = [sys.executable, "-m", "services.cli.main"]
+
+
+def _serve_child(
+    name: str,
+    service: str,
+    port: int,
+    logs: Path,
+    *,
+    env: dict[str, str] | None = None,
+    pass_port: bool = True,
+) -> Child:
+    """``vsp serve <service>`` on every interface, ready once its /readyz answers."""
+    args = [*_VSP, "serve", service, "--host", "0.0.0.0"]
+    if pass_port:
+        args += ["--port", str(port)]
+    return Child(name, args, f"http://127.0.0.1:{port}/readyz", logs / f"{name}.log", env or {})
+
+
+def _worker_child(mode: str, metrics_port: int, logs: Path) -> Child:
+    """A transcode worker in ``mode``, ready once its metrics endpoint answers."""
+    return Child(
+        f"worker-{mode}",
+        [*_VSP, "worker", "--mode", mode, "--metrics-port", str(metrics_port)],
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        logs / f"worker-{mode}.log",
+    )
+
+
+def _replicas(
+    service: str,
+    service_ports: tuple[int, ...],
+    logs: Path,
+    env: Callable[[str, int], dict[str, str]],
+) -> tuple[list[Child], list[Backend]]:
+    """``<service>-<n>`` on each port, with the backends a proxy in front of them lists."""
+    from services.configs.proxies import Backend
+
+    children: list[Child] = []
+    backends: list[Backend] = []
+    for number, port in enumerate(service_ports, start=1):
+        name = f"{service}-{number}"
+        backends.append(Backend(name, f"127.0.0.1:{port}"))
+        children.append(_serve_child(name, service, port, logs, env=env(name, port)))
+    return children, backends
+
+
 def _children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
     logs = run_dir / "logs"
-    vsp = [sys.executable, "-m", "services.cli.main"]
+    # These three listen on their own settings' ports, which the suite's settings mirror.
     children = [
-        Child(
-            "upload",
-            [*vsp, "serve", "upload", "--host", "0.0.0.0"],
-            f"http://127.0.0.1:{settings.upload_port}/readyz",
-            logs / "upload.log",
+        _serve_child("upload", "upload", settings.upload_port, logs, pass_port=False),
+        _serve_child(
+            "chunked_upload", "chunked_upload", settings.chunked_upload_port, logs, pass_port=False
         ),
-        Child(
-            "chunked_upload",
-            [*vsp, "serve", "chunked_upload", "--host", "0.0.0.0"],
-            f"http://127.0.0.1:{settings.chunked_upload_port}/readyz",
-            logs / "chunked_upload.log",
-        ),
-        Child(
-            "origin",
-            [*vsp, "serve", "origin", "--host", "0.0.0.0"],
-            f"http://127.0.0.1:{settings.origin_port}/readyz",
-            logs / "origin.log",
-        ),
-        Child(
-            "worker-push",
-            [*vsp, "worker", "--mode", "push", "--metrics-port", str(settings.worker_metrics_port)],
-            f"http://127.0.0.1:{settings.worker_metrics_port}/metrics",
-            logs / "worker-push.log",
-        ),
-        Child(
-            "worker-pull",
-            [
-                *vsp,
-                "worker",
-                "--mode",
-                "pull",
-                "--metrics-port",
-                str(settings.worker_metrics_port + 1),
-            ],
-            f"http://127.0.0.1:{settings.worker_metrics_port + 1}/metrics",
-            logs / "worker-pull.log",
-        ),
+        _serve_child("origin", "origin", settings.origin_port, logs, pass_port=False),
+        _worker_child("push", settings.worker_metrics_port, logs),
+        _worker_child("pull", settings.worker_metrics_port + 1, logs),
     ]
     children.append(_balancer_child(settings, logs))
     children += _edge_children(settings, run_dir)
@@ -160,29 +182,17 @@ def _children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
 
 def _edge_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
     """The edges, each with its own cache folder, and haproxy hashing objects onto them."""
-    from services.configs.proxies import Backend, render_haproxy
+    from services.configs.proxies import render_haproxy
 
-    vsp = [sys.executable, "-m", "services.cli.main"]
-    children: list[Child] = []
-    backends: list[Backend] = []
-    for number, port in enumerate(settings.edge_ports, start=1):
-        name = f"edge-{number}"
-        backends.append(Backend(name, f"127.0.0.1:{port}"))
-        env = {
+    def edge_env(name: str, port: int) -> dict[str, str]:
+        return {
             "EDGE_ID": name,
             "EDGE_PORT": str(port),
             "EDGE_ORIGIN_URL": f"http://127.0.0.1:{settings.origin_port}",
             "EDGE_CACHE_DIR": str(run_dir / "edge-cache" / name),
         }
-        children.append(
-            Child(
-                name,
-                [*vsp, "serve", "edge", "--host", "0.0.0.0", "--port", str(port)],
-                f"http://127.0.0.1:{port}/readyz",
-                run_dir / "logs" / f"{name}.log",
-                env,
-            )
-        )
+
+    children, backends = _replicas("edge", settings.edge_ports, run_dir / "logs", edge_env)
     config = run_dir / "haproxy" / "haproxy.cfg"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(render_haproxy(backends, bind=f"0.0.0.0:{settings.haproxy_port}"))
@@ -199,40 +209,29 @@ def _edge_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
 
 def _balancer_child(settings: SuiteSettings, logs: Path) -> Child:
     """The balancer in front of the suite's edges."""
-    port = settings.balancer_port
-    vsp = [sys.executable, "-m", "services.cli.main"]
     edges = [
         {"url": f"http://127.0.0.1:{edge_port}", "name": f"edge-{number}"}
         for number, edge_port in enumerate(settings.edge_ports, start=1)
     ]
-    return Child(
+    return _serve_child(
         "balancer",
-        [*vsp, "serve", "balancer", "--host", "0.0.0.0", "--port", str(port)],
-        f"http://127.0.0.1:{port}/readyz",
-        logs / "balancer.log",
-        {"BALANCER_BACKENDS": json.dumps(edges)},
+        "balancer",
+        settings.balancer_port,
+        logs,
+        env={"BALANCER_BACKENDS": json.dumps(edges)},
     )
 
 
 def _redirector_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
     """Four redirectors and nginx in front of them (nginx also fronts haproxy on /origin/)."""
-    from services.configs.proxies import Backend, render_nginx
+    from services.configs.proxies import render_nginx
 
-    vsp = [sys.executable, "-m", "services.cli.main"]
-    children: list[Child] = []
-    backends: list[Backend] = []
-    for number, port in enumerate(settings.redirector_ports, start=1):
-        name = f"redirector-{number}"
-        backends.append(Backend(name, f"127.0.0.1:{port}"))
-        children.append(
-            Child(
-                name,
-                [*vsp, "serve", "redirector", "--host", "0.0.0.0", "--port", str(port)],
-                f"http://127.0.0.1:{port}/readyz",
-                run_dir / "logs" / f"{name}.log",
-                {"REDIRECTOR_INSTANCE_ID": name},
-            )
-        )
+    children, backends = _replicas(
+        "redirector",
+        settings.redirector_ports,
+        run_dir / "logs",
+        lambda name, _port: {"REDIRECTOR_INSTANCE_ID": name},
+    )
     if shutil.which("nginx") is None:
         say("nginx not found on PATH, redirectors run without it. Install: apt-get install nginx")
         return children

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
-from services.redirector.asgi import FastRedirect
 from services.redirector.routes import router
 from services.redirector.service import Redirector
 from services.redirector.settings import Settings
@@ -14,8 +11,8 @@ from shared.db.engine import Database
 from shared.runtime.resources import Resources
 
 
-def build(settings: Settings | None = None) -> Any:
-    """The redirector app, behind the plain-ASGI redirect path unless that is switched off."""
+def build(settings: Settings | None = None) -> FastAPI:
+    """The redirector app; ``app.state.redirector`` is the use case its front answers with."""
     from shared.http.app import create_app
 
     settings = settings or Settings()
@@ -40,4 +37,4 @@ def build(settings: Settings | None = None) -> Any:
         on_shutdown=[stop],
     )
     app.state.redirector = redirector
-    return FastRedirect(app, redirector) if settings.redirector_fast_path else app
+    return app

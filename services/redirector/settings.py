@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -11,6 +10,7 @@ from services.redirector.schemas import STATUS_CODES, validate_host
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
 from shared.http.auth import MIN_TOKEN_CHARS
+from shared.http.h1_limits import Limits
 
 DEV_ADMIN_TOKEN = "dev-only-redirector-admin-token"
 
@@ -32,13 +32,23 @@ class Settings(BaseServiceSettings):
     )
     redirector_max_url_bytes: int = Field(default=2048, ge=64)
     redirector_permanent_max_age_seconds: int = Field(default=3600, ge=0)
-    redirector_server: Literal["asyncio", "granian", "uvicorn"] = Field(
-        default="asyncio",
-        description="asyncio: the redirector's own uvloop + httptools server; or an ASGI server",
-    )
     redirector_fast_path: bool = Field(
-        default=True, description="Answer redirects in plain ASGI, before the framework"
+        default=True, description="Answer redirects in the HTTP parser, before the framework"
     )
+    redirector_max_request_line_bytes: int = Field(
+        default=Limits.request_line_bytes, ge=256, description="Longest request target (414)"
+    )
+    redirector_max_headers: int = Field(default=Limits.header_count, ge=1)
+    redirector_max_header_bytes: int = Field(
+        default=Limits.header_bytes, ge=1024, description="Header names and values together (431)"
+    )
+    redirector_max_body_bytes: int = Field(default=Limits.body_bytes, ge=0)
+    redirector_header_timeout_seconds: float = Field(
+        default=Limits.header_timeout_seconds,
+        gt=0,
+        description="Time to send a request's head, then each part of its body (408)",
+    )
+    redirector_keep_alive_seconds: float = Field(default=Limits.keep_alive_seconds, gt=0)
     redirector_reconnect_seconds: float = Field(default=1.0, gt=0)
     redirector_resync_seconds: float = Field(
         default=30.0, gt=0, description="Reload period, a safety net for missed notifications"
@@ -64,6 +74,18 @@ class Settings(BaseServiceSettings):
                 f"REDIRECTOR_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} characters"
             )
         return value
+
+    @property
+    def http_limits(self) -> Limits:
+        """The limits of the redirector's HTTP listener."""
+        return Limits(
+            request_line_bytes=self.redirector_max_request_line_bytes,
+            header_count=self.redirector_max_headers,
+            header_bytes=self.redirector_max_header_bytes,
+            body_bytes=self.redirector_max_body_bytes,
+            header_timeout_seconds=self.redirector_header_timeout_seconds,
+            keep_alive_seconds=self.redirector_keep_alive_seconds,
+        )
 
     def model_post_init(self, __context: object) -> None:
         super().model_post_init(__context)

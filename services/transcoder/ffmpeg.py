@@ -61,93 +61,127 @@ def build_command(
     playlist is replaced atomically), and the optional poster frame comes out of the same
     decode as one more branch of the split.
     """
-    cmd = [
-        "ffmpeg",
-        "-hide_banner",
-        "-nostdin",
-        "-y",
-        "-loglevel",
-        "error",
-        "-progress",
-        "pipe:1",
-        "-stats_period",
-        "1",
-        "-i",
-        source,
-    ]
     video_rungs = [r for r in rungs if r.kind == "video"]
-    streams: list[str] = []
+    if not video_rungs:
+        poster = None  # an audio-only source has no frame to take
+    cmd = [*_global_args(), *_progress_args(), "-i", source]
     if video_rungs:
-        n = len(video_rungs)
-        branches = n + (1 if poster is not None else 0)
-        labels = "".join(f"[s{i}]" for i in range(branches))
-        chains = [f"[0:v:0]split={branches}{labels}"] if branches > 1 else []
-        for i, rung in enumerate(video_rungs):
-            src = f"[s{i}]" if branches > 1 else "[0:v:0]"
-            chains.append(
-                f"{src}scale={rung.width}:{rung.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]"
-            )
-        if poster is not None:
-            chains.append(
-                f"[s{n}]select='gte(t\\,{poster_seconds(info)})',"
-                "scale='min(640,iw)':-2,setsar=1[poster]"
-            )
-        cmd += ["-filter_complex", ";".join(chains)]
-        for i in range(n):
-            cmd += ["-map", f"[v{i}]"]
-        if info.has_audio:
-            for _ in range(n):
-                cmd += ["-map", "0:a:0"]
-        gop_frames = max(1, round((info.frame_rate or 30) * opts.gop_seconds))
-        cmd += [
-            "-c:v",
-            "libx264",
-            "-preset",
-            opts.preset,
-            "-profile:v",
-            "high",
-            "-g",
-            str(gop_frames),
-            "-keyint_min",
-            str(gop_frames),
-            "-sc_threshold",
-            "0",
-            "-force_key_frames",
-            f"expr:gte(t,n_forced*{opts.gop_seconds})",
-        ]
-        for i, rung in enumerate(video_rungs):
-            cmd += [
-                f"-b:v:{i}",
-                f"{rung.video_kbps}k",
-                f"-maxrate:v:{i}",
-                f"{rung.maxrate_kbps}k",
-                f"-bufsize:v:{i}",
-                f"{rung.bufsize_kbps}k",
-            ]
-        if info.has_audio:
-            cmd += [
-                "-c:a",
-                "aac",
-                "-b:a",
-                f"{video_rungs[0].audio_kbps}k",
-                "-ac",
-                "2",
-                "-ar",
-                "48000",
-            ]
-            streams = [f"v:{i},a:{i},name:{r.name}" for i, r in enumerate(video_rungs)]
-        else:
-            streams = [f"v:{i},name:{r.name}" for i, r in enumerate(video_rungs)]
+        cmd += _video_ladder_args(info, video_rungs, opts, poster=poster is not None)
     else:
-        for _ in rungs:
-            cmd += ["-map", "0:a:0"]
-        cmd += ["-c:a", "aac", "-ac", "2", "-ar", "48000"]
-        for i, rung in enumerate(rungs):
-            cmd += [f"-b:a:{i}", f"{rung.audio_kbps}k"]
-        streams = [f"a:{i},name:{r.name}" for i, r in enumerate(rungs)]
+        cmd += _audio_ladder_args(rungs)
     if opts.threads:
         cmd += ["-threads", str(opts.threads)]
-    cmd += [
+    cmd += _hls_args(out_dir, opts, _var_stream_map(rungs, video_rungs, info.has_audio))
+    if poster is not None:
+        cmd += ["-map", "[poster]", "-frames:v", "1", "-q:v", "4", str(poster)]
+    return cmd
+
+
+def _global_args() -> list[str]:
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+
+
+def _progress_args() -> list[str]:
+    # Key=value blocks on stdout once a second; run() turns them into Progress reports.
+    return ["-progress", "pipe:1", "-stats_period", "1"]
+
+
+def _video_ladder_args(
+    info: MediaInfo, video_rungs: list[Rung], opts: EncodeOptions, *, poster: bool
+) -> list[str]:
+    """Filter graph, stream maps and encoder settings for a ladder of video rungs."""
+    cmd = ["-filter_complex", _filter_graph(info, video_rungs, poster=poster)]
+    for i in range(len(video_rungs)):
+        cmd += ["-map", f"[v{i}]"]
+    if info.has_audio:
+        # One copy of the audio per variant, so every variant playlist carries sound.
+        cmd += ["-map", "0:a:0"] * len(video_rungs)
+    cmd += _h264_args(info, opts)
+    cmd += _rung_rate_args(video_rungs)
+    if info.has_audio:
+        cmd += ["-c:a", "aac", "-b:a", f"{video_rungs[0].audio_kbps}k", *_AAC_LAYOUT]
+    return cmd
+
+
+def _filter_graph(info: MediaInfo, video_rungs: list[Rung], *, poster: bool) -> str:
+    """Split the decoded video once per rung (plus the poster) and scale each branch."""
+    n = len(video_rungs)
+    branches = n + (1 if poster else 0)
+    labels = "".join(f"[s{i}]" for i in range(branches))
+    chains = [f"[0:v:0]split={branches}{labels}"] if branches > 1 else []
+    for i, rung in enumerate(video_rungs):
+        src = f"[s{i}]" if branches > 1 else "[0:v:0]"
+        chains.append(
+            f"{src}scale={rung.width}:{rung.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]"
+        )
+    if poster:
+        chains.append(
+            f"[s{n}]select='gte(t\\,{poster_seconds(info)})',"
+            "scale='min(640,iw)':-2,setsar=1[poster]"
+        )
+    return ";".join(chains)
+
+
+def _h264_args(info: MediaInfo, opts: EncodeOptions) -> list[str]:
+    # A fixed GOP with scene-cut keyframes off puts an IDR at every segment boundary of
+    # every rung, so players can switch rungs at any segment.
+    gop_frames = max(1, round((info.frame_rate or 30) * opts.gop_seconds))
+    return [
+        "-c:v",
+        "libx264",
+        "-preset",
+        opts.preset,
+        "-profile:v",
+        "high",
+        "-g",
+        str(gop_frames),
+        "-keyint_min",
+        str(gop_frames),
+        "-sc_threshold",
+        "0",
+        "-force_key_frames",
+        f"expr:gte(t,n_forced*{opts.gop_seconds})",
+    ]
+
+
+def _rung_rate_args(video_rungs: list[Rung]) -> list[str]:
+    cmd: list[str] = []
+    for i, rung in enumerate(video_rungs):
+        cmd += [
+            f"-b:v:{i}",
+            f"{rung.video_kbps}k",
+            f"-maxrate:v:{i}",
+            f"{rung.maxrate_kbps}k",
+            f"-bufsize:v:{i}",
+            f"{rung.bufsize_kbps}k",
+        ]
+    return cmd
+
+
+_AAC_LAYOUT = ("-ac", "2", "-ar", "48000")
+
+
+def _audio_ladder_args(rungs: list[Rung]) -> list[str]:
+    """Stream maps and AAC settings for an audio-only ladder."""
+    cmd = ["-map", "0:a:0"] * len(rungs)
+    cmd += ["-c:a", "aac", *_AAC_LAYOUT]
+    for i, rung in enumerate(rungs):
+        cmd += [f"-b:a:{i}", f"{rung.audio_kbps}k"]
+    return cmd
+
+
+def _var_stream_map(rungs: list[Rung], video_rungs: list[Rung], has_audio: bool) -> str:
+    if not video_rungs:
+        return " ".join(f"a:{i},name:{r.name}" for i, r in enumerate(rungs))
+    return " ".join(
+        f"v:{i},a:{i},name:{r.name}" if has_audio else f"v:{i},name:{r.name}"
+        for i, r in enumerate(video_rungs)
+    )
+
+
+def _hls_args(out_dir: Path, opts: EncodeOptions, var_stream_map: str) -> list[str]:
+    """The HLS muxer: fMP4 segments, EVENT playlists, one directory per variant."""
+    return [
         "-f",
         "hls",
         "-hls_time",
@@ -165,12 +199,9 @@ def build_command(
         "-master_pl_name",
         "master.m3u8",
         "-var_stream_map",
-        " ".join(streams),
+        var_stream_map,
         str(out_dir / "%v" / "index.m3u8"),
     ]
-    if poster is not None and video_rungs:
-        cmd += ["-map", "[poster]", "-frames:v", "1", "-q:v", "4", str(poster)]
-    return cmd
 
 
 _PR_SET_PDEATHSIG = 1

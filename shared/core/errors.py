@@ -9,13 +9,16 @@ Tree::
     ├── Unauthorized (401)
     ├── Forbidden (403)
     ├── NotFound (404)
+    ├── RequestTimeout (408)
     ├── Conflict (409)
     ├── Gone (410)
     ├── PreconditionFailed (412)
     ├── PayloadTooLarge (413)
+    ├── UriTooLong (414)
     ├── UnsupportedMediaType (415)
     ├── RangeNotSatisfiable (416)
     ├── Locked (423)
+    ├── HeadersTooLarge (431)
     ├── ChecksumMismatch (460, tus checksum extension)
     └── UpstreamUnavailable (502)
         └── GatewayTimeout (504)
@@ -73,6 +76,11 @@ class NotFound(AppError):
     code = "not_found"
 
 
+class RequestTimeout(AppError):
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(AppError):
     status = 409
     code = "conflict"
@@ -93,6 +101,11 @@ class PayloadTooLarge(AppError):
     code = "payload_too_large"
 
 
+class UriTooLong(AppError):
+    status = 414
+    code = "uri_too_long"
+
+
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"
@@ -106,6 +119,11 @@ class RangeNotSatisfiable(AppError):
 class Locked(AppError):
     status = 423
     code = "locked"
+
+
+class HeadersTooLarge(AppError):
+    status = 431
+    code = "headers_too_large"
 
 
 class ChecksumMismatch(AppError):

@@ -6,6 +6,7 @@ metrics middleware, and the ``/healthz``, ``/readyz`` and ``/metrics`` endpoints
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -27,16 +28,30 @@ log = logging.getLogger(__name__)
 Hook = Callable[[FastAPI, Resources], Awaitable[None]]
 
 
+JSON = "application/json"
+
+
+def _json(content: object) -> bytes:
+    # As FastAPI's JSONResponse renders it: compact, UTF-8.
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def error_body(exc: AppError) -> bytes:
+    """The JSON bytes of an error answer: ``{"error": code, "detail": ...}`` plus its extras."""
+    return _json(exc.body())
+
+
 def error_response(
     status: int, code: str, detail: object, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """The JSON error body every service returns."""
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+) -> Response:
+    """The JSON error answer every service returns, for errors outside the domain tree."""
+    body = _json({"error": code, "detail": detail})
+    return Response(body, status_code=status, headers=headers, media_type=JSON)
 
 
 async def _app_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    return Response(error_body(exc), status_code=exc.status, headers=exc.headers, media_type=JSON)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

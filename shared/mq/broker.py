@@ -13,6 +13,20 @@ from shared.mq.topology import JOB_ROUTING_KEY, Declared, Topology, declare
 log = logging.getLogger(__name__)
 
 
+def _job_message(
+    job: TranscodeJob | PurgeJob, *, failure_reason: str | None = None
+) -> aio_pika.Message:
+    """A persistent JSON message carrying ``job``, identified by its job id."""
+    return aio_pika.Message(
+        job.model_dump_json().encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(job.job_id),
+        type=job.type,
+        headers=None if failure_reason is None else {"x-failure-reason": failure_reason[:1000]},
+    )
+
+
 class Broker:
     """Owns one connection and a publisher-confirm channel for the process."""
 
@@ -46,13 +60,7 @@ class Broker:
 
     async def publish_job(self, job: TranscodeJob | PurgeJob, *, retry_level: int = 0) -> None:
         """Publish a persistent job and wait for the broker's confirm."""
-        message = aio_pika.Message(
-            job.model_dump_json().encode(),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(job.job_id),
-            type=job.type,
-        )
+        message = _job_message(job)
         if retry_level:
             await self.declared.retry.publish(message, routing_key=str(retry_level))
         else:
@@ -60,14 +68,7 @@ class Broker:
 
     async def publish_dead(self, job: TranscodeJob | PurgeJob, reason: str) -> None:
         """Send a job that exhausted its attempts to the dead-letter queue, with the reason."""
-        message = aio_pika.Message(
-            job.model_dump_json().encode(),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=str(job.job_id),
-            type=job.type,
-            headers={"x-failure-reason": reason[:1000]},
-        )
+        message = _job_message(job, failure_reason=reason)
         await self.declared.dead.publish(message, routing_key=JOB_ROUTING_KEY)
 
     async def publish_event(self, event: VideoEvent) -> None:

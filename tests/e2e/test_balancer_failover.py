@@ -12,22 +12,12 @@ import signal
 import time
 import uuid
 
-import pytest
-
 from shared.runtime.resources import Resources
-from tests.support import Processes, wait_for
-from tests.support_balancer import (
-    Load,
-    backend_row,
-    origin_spec,
-    put_object,
-    signed_path,
-    start_all,
-    start_cluster,
-    stats,
-)
-
-pytestmark = pytest.mark.e2e
+from tests.support.balancer import Load, backend_row, start_backend, start_cluster, stats
+from tests.support.polling import wait_for
+from tests.support.processes import Processes
+from tests.support.signing import signed_path
+from tests.support.storage import put_random
 
 VICTIM = "b1"
 
@@ -47,7 +37,7 @@ async def test_killed_backend_is_ejected_and_readmitted(procs: Processes, res: R
     )
     lb = cluster.balancers["lb"]
     key = f"videos/{uuid.uuid4()}/hls/720p/seg_00001.m4s"
-    body = await put_object(res.need_store(), key, 1024 * 1024)
+    body = await put_random(res.need_store(), key, 1024 * 1024)
     load = Load(lb, signed_path(key), body, workers=6)
     load.start()
     try:
@@ -71,7 +61,7 @@ async def test_killed_backend_is_ejected_and_readmitted(procs: Processes, res: R
         during = load.between(killed_at + ejected_after, time.monotonic())
 
         port = cluster.backends[VICTIM].rsplit(":", 1)[1]
-        await asyncio.to_thread(start_all, procs, [origin_spec(int(port))])
+        await asyncio.to_thread(start_backend, procs, int(port))
         restarted_at = time.monotonic()
 
         def readmitted() -> bool:

@@ -12,22 +12,12 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from shared.runtime.resources import Resources
-from tests.support import ROOT, Processes
-from tests.support_balancer import (
-    Load,
-    backend_row,
-    p95,
-    put_object,
-    set_delay,
-    share,
-    signed_path,
-    start_cluster,
-)
-
-pytestmark = pytest.mark.e2e
+from tests.support.balancer import Load, backend_row, p95, set_delay, share, start_cluster
+from tests.support.paths import ROOT
+from tests.support.processes import Processes
+from tests.support.signing import signed_path
+from tests.support.storage import put_random
 
 SLOW = "b0"
 DELAY_SECONDS = 0.25
@@ -43,7 +33,7 @@ async def test_slow_backend_loses_traffic_then_wins_it_back(
         procs, 3, {"tiered": {"strategy": "tiered"}, "round_robin": {"strategy": "round_robin"}}
     )
     key = f"videos/{uuid.uuid4()}/hls/720p/seg_00000.m4s"
-    body = await put_object(res.need_store(), key, 64 * 1024)
+    body = await put_random(res.need_store(), key, 64 * 1024)
     tiered = Load(cluster.balancers["tiered"], signed_path(key), body, workers=4)
     round_robin = Load(cluster.balancers["round_robin"], signed_path(key), body, workers=4)
     tiered.start()

@@ -8,13 +8,13 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.support import ROOT, Processes, launch_chromium
-from tests.support_balancer import signed_path, start_cluster
-
-pytestmark = pytest.mark.e2e
+from tests.support.balancer import start_cluster
+from tests.support.browser import launch_chromium
+from tests.support.paths import ROOT
+from tests.support.processes import Processes
+from tests.support.signing import signed_path
 
 SCREENSHOT = Path(ROOT) / "results" / "dashboard.png"
 

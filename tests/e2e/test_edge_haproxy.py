@@ -7,22 +7,15 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from services.configs.proxies import DEFAULT_EDGES, render_haproxy
-from tests.support import ROOT, Processes, wait_for
-from tests.support_edge import (
-    digest,
-    origin_object_gets,
-    put_object,
-    signed,
-    start_edge,
-    start_haproxy,
-    start_service,
-    tokened,
-)
-
-pytestmark = pytest.mark.e2e
+from tests.support.edge import origin_object_gets, start_edge
+from tests.support.paths import ROOT
+from tests.support.polling import wait_for
+from tests.support.processes import Processes
+from tests.support.proxies import start_haproxy
+from tests.support.signing import signed, tokened
+from tests.support.storage import digest, put_object
 
 
 def test_repository_haproxy_cfg_is_the_rendered_default() -> None:
@@ -30,12 +23,12 @@ def test_repository_haproxy_cfg_is_the_rendered_default() -> None:
 
 
 def test_consistent_hashing_puts_each_object_on_one_edge(procs: Processes, tmp_path: Path) -> None:
-    origin = start_service(procs, "origin")
+    origin = procs.service("origin")
     edges = [
         start_edge(procs, origin.url or "", tmp_path / name, name=name)
         for name in ("edge-1", "edge-2")
     ]
-    proxy = start_haproxy(procs, tmp_path / "haproxy", edges)
+    proxy = start_haproxy(procs, tmp_path / "haproxy", [edge.url for edge in edges])
     front = proxy.url or ""
     objects: dict[str, tuple[str, bytes]] = {}
     for _ in range(16):

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from shared.runtime.resources import Resources
-from tests.support import Processes, make_clip, wait_for
-
-pytestmark = pytest.mark.e2e
+from tests.support.media import make_clip
+from tests.support.polling import wait_for
+from tests.support.processes import Processes
+from tests.support.signing import signer_of
 
 
 def upload(url: str, path: Path, **params: str) -> httpx.Response:
@@ -80,11 +81,7 @@ def test_upload_transcode_and_play(suite: dict[str, str], media_dir: Path) -> No
         refused = httpx.get(bad)
         assert refused.status_code == 403
         assert refused.json()["error"] == "forbidden"
-    from shared.core.settings import BaseServiceSettings
-    from shared.core.signing import Signer
-
-    s = BaseServiceSettings()
-    signer = Signer(s.signing_keys, s.signing_key_id)
+    signer = signer_of()
     missing = signer.signed_url(
         f"{suite['origin']}/origin", f"videos/{video['id']}/hls/nope.m4s", 60
     )

@@ -14,17 +14,18 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from shared.runtime.resources import Resources
-from tests.support import Processes, free_port, launch_chromium, wait_http
-from tests.support_origin import SeededVideo, make_ladder, seed_video, start_origin
-
-pytestmark = pytest.mark.e2e
+from tests.support.browser import launch_chromium
+from tests.support.media import make_ladder
+from tests.support.origin import SeededVideo, seed_video
+from tests.support.ports import free_port
+from tests.support.processes import Processes, wait_http
 
 
 @pytest.fixture(scope="module")
 def origin(test_env: dict[str, str], test_root: Path) -> Iterator[str]:
     manager = Processes(test_root / "logs" / "origin-player", test_env)
     try:
-        yield start_origin(manager)
+        yield manager.service("origin").url
     finally:
         manager.stop_all()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,16 +16,11 @@ import httpx
 import pytest
 
 from services.redirector.service import listen_dsn
-from tests.support import Proc, Processes, wait_for
-from tests.support_redirector import (
-    PrivatePostgres,
-    admin_headers,
-    sides,
-    start_nginx,
-    start_redirectors,
-)
-
-pytestmark = pytest.mark.e2e
+from tests.support.infra import PrivatePostgres
+from tests.support.polling import wait_for
+from tests.support.processes import Proc, Processes
+from tests.support.proxies import start_nginx
+from tests.support.redirector import admin_headers, sides, start_redirectors
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 CDN_PREFIX = "http://cdn.test/s1/video/1488/xcg2djHckad.m3u8"
@@ -57,7 +53,7 @@ def cluster(test_env: dict[str, str], test_root: Path) -> Iterator[dict[str, lis
         instances = start_redirectors(
             procs, 4, {"REDIRECTOR_CDN_HOST": "cdn.test", "REDIRECTOR_RATIO": "3"}
         )
-        nginx = start_nginx(procs, instances, test_root / "nginx-redirector")
+        nginx = start_nginx(procs, test_root / "nginx-redirector", [p.url for p in instances])
         yield {"instances": instances, "nginx": nginx}
     finally:
         procs.stop_all()
@@ -212,3 +208,20 @@ def test_database_stopped_keeps_the_cached_configuration(procs: Processes) -> No
         assert ready.status_code == 200
     finally:
         db.destroy()
+
+
+def test_the_listener_takes_its_limits_from_the_settings(procs: Processes) -> None:
+    limits = {"REDIRECTOR_MAX_REQUEST_LINE_BYTES": "300", "REDIRECTOR_HEADER_TIMEOUT_SECONDS": "1"}
+    (one,) = start_redirectors(procs, 1, limits)
+    long_video = httpx.get(f"{one.url}/", params={"video": VIDEO + "?" + "a" * 300})
+    assert long_video.status_code == 414 and long_video.json()["error"] == "uri_too_long"
+    assert httpx.get(f"{one.url}/", params={"video": VIDEO}).status_code == 302
+    host, port = one.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: r\r\nX-Half: ")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 ") and 1 <= took < 5, took

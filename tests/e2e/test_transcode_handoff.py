@@ -13,22 +13,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 
 from shared.runtime.resources import Resources
 from shared.videos import progress
-from tests.support import Processes, make_clip
-from tests.support_transcode import (
-    eventually,
-    job_row,
-    logged,
-    queued_video,
-    run_ids,
-    state_in,
-    with_outbox_row,
-)
-
-pytestmark = pytest.mark.e2e
+from tests.support.media import make_clip
+from tests.support.polling import eventually, logged
+from tests.support.processes import Processes
+from tests.support.transcode import job_row, queued_video, run_ids, state_in, with_outbox_row
 
 # The next worker waits for a killed worker's lease to lapse; keep that wait short here.
 SHORT_LEASE = {"TRANSCODER_LEASE_SECONDS": "3"}

@@ -16,9 +16,9 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from tests.support import Processes, make_clip, wait_for
-
-pytestmark = pytest.mark.e2e
+from tests.support.media import make_clip
+from tests.support.polling import wait_for
+from tests.support.processes import Processes
 
 SECONDS = 60
 

@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support import Processes, make_clip
-
-pytestmark = pytest.mark.e2e
+from tests.support.media import make_clip
+from tests.support.processes import Processes
 
 
 def read_events(

@@ -20,10 +20,11 @@ from sqlalchemy import text
 
 from services.upload.tls import ensure_self_signed
 from shared.runtime.resources import Resources
-from tests.support import Processes, free_port, make_clip, private_queues, wait_for
-from tests.support_upload import MIB, padded_media, sha256_file
-
-pytestmark = pytest.mark.e2e
+from tests.support.infra import private_queues
+from tests.support.media import MIB, make_clip, padded_media, sha256_file
+from tests.support.polling import wait_for
+from tests.support.ports import free_port
+from tests.support.processes import Processes
 
 GIB = 1024 * MIB
 

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.support import Processes, launch_chromium, make_clip
-
-pytestmark = pytest.mark.e2e
+from tests.support.browser import launch_chromium
+from tests.support.media import make_clip
+from tests.support.processes import Processes
 
 
 @pytest.mark.parametrize("site", ["same", "other"])

@@ -13,10 +13,12 @@ import httpx
 import pytest
 
 from shared.runtime.resources import Resources
-from tests.support import ROOT, VSP, Processes, free_port, make_clip, private_queues, wait_for
-from tests.support_upload import MIB, padded_media, sha256_file
-
-pytestmark = pytest.mark.e2e
+from tests.support.infra import private_queues
+from tests.support.media import MIB, make_clip, padded_media, sha256_file
+from tests.support.paths import ROOT
+from tests.support.polling import wait_for
+from tests.support.ports import free_port
+from tests.support.processes import VSP, Processes
 
 TUS = {"Tus-Resumable": "1.0.0"}
 

@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from services.cli.up import SuiteSettings
-from tests.support import ROOT, free_port
-
-pytestmark = pytest.mark.e2e
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 
 def _port_env() -> dict[str, str]:

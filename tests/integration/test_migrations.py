@@ -9,8 +9,7 @@ import asyncpg
 from alembic import command
 
 from shared.db.migrate import alembic_config, upgrade
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.support.infra import database_url, drop_database
 
 
 async def _tables(name: str) -> set[str]:
@@ -22,17 +21,9 @@ async def _tables(name: str) -> set[str]:
         await conn.close()
 
 
-async def _drop(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 def test_upgrade_downgrade_upgrade() -> None:
     name = f"vsp_migrate_{uuid.uuid4().hex[:8]}"
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    url = database_url(name)
     try:
         upgrade(url)
         assert {
@@ -47,4 +38,4 @@ def test_upgrade_downgrade_upgrade() -> None:
         upgrade(url)
         assert "videos" in asyncio.run(_tables(name))
     finally:
-        asyncio.run(_drop(name))
+        asyncio.run(drop_database(name))

@@ -13,7 +13,7 @@ from shared.db.models import Video, VideoState
 from shared.mq.messages import JOB_ADAPTER
 from shared.mq.outbox import add_job, new_transcode_job, relay_pending
 from shared.runtime.resources import Resources
-from tests.support_transcode import eventually
+from tests.support.polling import eventually
 
 
 async def _drain(res: Resources) -> list[str]:

@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from services.cli.up import SuiteSettings, _start_prometheus
-from tests.support import free_port, wait_for, wait_http
+from tests.support.polling import wait_for
+from tests.support.ports import free_port
+from tests.support.processes import wait_http
 
 
 def test_vsp_up_prometheus_scrapes_the_suite_ports(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from shared.mq.broker import Broker
 from shared.mq.depth import QueueDepthMonitor, sample_depth
 from shared.mq.messages import TranscodeJob
 from shared.mq.topology import Topology
-from tests.support_transcode import eventually
+from tests.support.polling import eventually
 
 
 def gauge(name: str, queue: str) -> float | None:

@@ -127,7 +127,7 @@ async def test_listener_reconnects_and_catches_up(instances: list[Redirector]) -
 
 
 async def test_database_down_at_start_uses_the_environment(test_env: dict[str, str]) -> None:
-    from tests.support import free_port
+    from tests.support.ports import free_port
 
     settings = make_settings(
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"

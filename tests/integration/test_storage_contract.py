@@ -14,7 +14,7 @@ from shared.core.errors import BadRequest, NotFound
 from shared.storage.base import ObjectStore
 from shared.storage.s3 import S3Store
 from shared.videos.ingest import probe_stored
-from tests.support import make_clip
+from tests.support.media import make_clip
 
 MIB = 1024 * 1024
 

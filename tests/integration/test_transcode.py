@@ -2,7 +2,7 @@
 
 Each test stores a source, writes its row (queued, no outbox job, so no worker of another test
 can pick it up) and runs the job in-process, then checks the stored ladder with the strict HLS
-check of ``tests.support_transcode``.
+check of ``tests.support.hls``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from shared.db.repositories import VideoRepository
 from shared.mq.messages import TranscodeJob
 from shared.runtime.resources import Resources
 from shared.videos import progress
-from tests.support import make_clip
-from tests.support_transcode import (
+from tests.support.hls import (
     Ladder,
     check_bandwidth,
     check_segments_decode,
@@ -30,8 +29,9 @@ from tests.support_transcode import (
     download_ladder,
     keyframe_times,
     parse_ladder,
-    queued_video,
 )
+from tests.support.media import make_clip
+from tests.support.transcode import queued_video
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from tests.support_observability import PROMTOOL, ROOT, dashboard_queries
+from tests.support.paths import ROOT
+from tests.support.prometheus import PROMTOOL, dashboard_queries
 
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))

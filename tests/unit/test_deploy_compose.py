@@ -15,14 +15,14 @@ from services.configs.prometheus import compose_jobs
 from services.configs.proxies import Backend, render_haproxy
 from services.runtime.registry import SERVICES
 from services.upload.settings import Settings as UploadSettings
-from tests.support_deploy import (
-    ROOT,
+from tests.support.deploy import (
     URL_HOST_PORT,
     VspCommand,
     all_settings_fields,
     parse_vsp,
     unknown_env,
 )
+from tests.support.paths import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES_COMPOSE: dict[str, dict[str, Any]] = COMPOSE["services"]

@@ -17,8 +17,9 @@ from services.configs.prometheus import local_jobs
 from services.runtime.registry import SERVICES
 from shared.core.settings import BaseServiceSettings
 from shared.mq.topology import Topology
-from tests.support_deploy import ROOT, parse_vsp, unknown_env
-from tests.support_observability import PROMTOOL
+from tests.support.deploy import parse_vsp, unknown_env
+from tests.support.paths import ROOT
+from tests.support.prometheus import PROMTOOL
 
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"

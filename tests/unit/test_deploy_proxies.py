@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support_deploy import ROOT
+from tests.support.paths import ROOT
 
 NGINX = [ROOT / "nginx.conf", ROOT / "deploy" / "k8s" / "proxies" / "nginx.conf"]
 HAPROXY = [

@@ -8,7 +8,7 @@ import pytest
 
 from shared.core.errors import NotMedia
 from shared.media.ffprobe import parse_probe, probe
-from tests.support import make_clip
+from tests.support.media import make_clip
 
 
 def test_rotation_swaps_display_size() -> None:

@@ -15,7 +15,7 @@ from shared.core.signing import Signer
 from shared.media import hls
 from shared.runtime.resources import Resources
 from shared.storage.filesystem import FilesystemStore
-from tests.support_origin import query_of
+from tests.support.signing import query_of, signer_of
 
 NOW = 1_700_000_000
 SIGNER = Signer({"k1": "unit-test-secret-0123456789"}, "k1")
@@ -131,7 +131,7 @@ async def test_an_hour_long_video_plays_to_its_end_on_a_simulated_clock(
 ) -> None:
     """Segment signatures last 60 s, the video an hour: the last segment must still verify."""
     res, settings, durations = long_video
-    signer = Signer(settings.signing_keys, settings.signing_key_id)
+    signer = signer_of(settings)
     clock = float(NOW)
     master = await signed_playlist(res, settings, signer, "videos/v/hls/master.m3u8", now=clock)
     variant_uri = uris(master.decode())[0]

@@ -1,4 +1,4 @@
-"""The plain-ASGI redirect path answers exactly as the FastAPI route does."""
+"""The redirect answered in the HTTP parser (``reply``) says exactly what the ASGI app says."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import httpx
 import pytest
 
 from services.redirector.app import build
-from services.redirector.asgi import _query_value, redirect_reply
+from services.redirector.reply import _query_value, redirect_reply
 from services.redirector.service import Redirector
 from services.redirector.settings import Settings
+
+UNREACHABLE_DB = "postgresql+asyncpg://postgres@127.0.0.1:1/unused"
 
 QUERIES = [
     {"video": "http://s1.origin-cluster/video/1/a.m3u8?exp=1&sig=2"},
@@ -43,33 +45,38 @@ def test_query_value_decodes_as_the_framework(raw: bytes) -> None:
     assert _query_value(raw, "video") == expected
 
 
-async def test_both_paths_answer_the_same() -> None:
-    answers = {}
-    for fast in (True, False):
-        transport = httpx.ASGITransport(
-            app=build(
-                Settings(
-                    redirector_cdn_host="cdn.test",
-                    redirector_ratio=2,
-                    redirector_fast_path=fast,
-                    database_url="postgresql+asyncpg://postgres@127.0.0.1:1/unused",
-                )
-            )
-        )
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            seen = []
-            for params in QUERIES * 2:
-                r = await c.get("/", params=params)
-                body = r.json()["error"] if r.status_code >= 400 else None
-                seen.append(
-                    (r.status_code, r.headers.get("location"), r.headers.get("cache-control"), body)
-                )
-            answers[fast] = seen
-    assert answers[True] == answers[False]
-    statuses = [s for s, *_ in answers[True]]
-    assert statuses[:6] == [302, 302, 400, 400, 400, 400]
-    locations = [loc for _, loc, *_ in answers[True] if loc]
-    assert locations[:2] == [
+def _fields(raw: bytes) -> dict[str, str]:
+    lines = raw.decode("latin-1").split("\r\n")
+    return dict(line.split(": ", 1) for line in lines if line)
+
+
+@pytest.mark.parametrize("status_code", [302, 308])
+async def test_both_paths_answer_the_same(status_code: int) -> None:
+    settings = Settings(
+        redirector_cdn_host="cdn.test",
+        redirector_ratio=2,
+        redirector_status_code=status_code,
+        database_url=UNREACHABLE_DB,
+    )
+    # Two instances alike, each counting its own requests from the same start.
+    inline = Redirector(settings)
+    transport = httpx.ASGITransport(app=build(settings))
+    seen = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        for params in QUERIES * 2:
+            r = await c.get("/", params=params)
+            reply = redirect_reply(inline, r.request.url.query, [], None)
+            assert reply is not None
+            status, fields, body = reply
+            headers = _fields(fields)
+            assert status == r.status_code
+            assert headers.get("location") == r.headers.get("location")
+            assert headers.get("cache-control") == r.headers.get("cache-control")
+            assert headers["content-length"] == r.headers["content-length"]
+            assert body == r.content
+            seen.append((status, headers.get("location")))
+    assert [status for status, _ in seen[:6]] == [status_code] * 2 + [400] * 4
+    assert [location for _, location in seen[:2]] == [
         "http://s1.origin-cluster/video/1/a.m3u8?exp=1&sig=2",
         "http://cdn.test/s2/",
     ]
@@ -77,12 +84,7 @@ async def test_both_paths_answer_the_same() -> None:
 
 async def test_other_paths_go_to_the_framework() -> None:
     transport = httpx.ASGITransport(
-        app=build(
-            Settings(
-                redirector_instance_id="unit-1",
-                database_url="postgresql+asyncpg://postgres@127.0.0.1:1/unused",
-            )
-        )
+        app=build(Settings(redirector_instance_id="unit-1", database_url=UNREACHABLE_DB))
     )
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         assert (await c.get("/whoami")).json() == {"instance": "unit-1"}
@@ -94,13 +96,9 @@ async def test_other_paths_go_to_the_framework() -> None:
 def test_long_queries_are_decoded_without_the_cache() -> None:
     video = b"video=http%3A%2F%2Fs1.origin-cluster%2Fv"
     redirector = Redirector(
-        Settings(
-            redirector_cdn_host="cdn.test",
-            redirector_ratio=1,
-            database_url="postgresql+asyncpg://postgres@127.0.0.1:1/unused",
-        )
+        Settings(redirector_cdn_host="cdn.test", redirector_ratio=1, database_url=UNREACHABLE_DB)
     )
     for query in (b"pad=" + b"x" * 5000 + b"&" + video, video):
         reply = redirect_reply(redirector, query, [], None)
         assert reply is not None and reply[0] == 302
-        assert reply[1][0] == (b"location", b"http://s1.origin-cluster/v")
+        assert _fields(reply[1])["location"] == "http://s1.origin-cluster/v"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.configs.proxies import DEFAULT_REDIRECTORS, Backend, main, render_nginx
-from tests.support import ROOT
+from tests.support.paths import ROOT
 
 
 def test_repository_nginx_conf_is_the_rendered_default() -> None:

@@ -1,4 +1,4 @@
-"""The redirector's own HTTP/1.1 server, in this process, over real sockets."""
+"""The redirector's HTTP/1.1 server (its front on the h1 kit) in this process, on real sockets."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from services.redirector import server as server_module
 from services.redirector.app import build
-from services.redirector.asgi import FastRedirect
 from services.redirector.decision import viewer_bucket
-from services.redirector.server import Running, start
+from services.redirector.front import Running, start
 from services.redirector.settings import DEV_ADMIN_TOKEN, Settings
+from shared.http.h1_limits import Limits
+from tests.support.ports import free_port
 
 VIDEO = "http://s1.origin-cluster/video/1.m3u8"
 UNREACHABLE_DB = "postgresql+asyncpg://postgres@127.0.0.1:1/unused"
@@ -34,10 +34,13 @@ def settings(**overrides: Any) -> Settings:
 
 
 async def start_redirector(**overrides: Any) -> Running:
-    app = build(settings(**overrides))
-    if isinstance(app, FastRedirect):
-        return await start(app.app, app.redirector, host="127.0.0.1", port=0)
-    return await start(app, None, host="127.0.0.1", port=0)
+    """The server as ``vsp serve redirector`` runs it, with these settings."""
+    config = settings(**overrides)
+    app = build(config)
+    redirector = app.state.redirector if config.redirector_fast_path else None
+    return await start(
+        app, redirector, host="127.0.0.1", port=free_port(), limits=config.http_limits
+    )
 
 
 @pytest.fixture
@@ -130,11 +133,11 @@ async def test_pipelined_answers_keep_request_order(server: Running) -> None:
     ("request_bytes", "status", "error"),
     [
         (b"BLAH\r\n\r\n", 400, "bad_request"),
-        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "request_too_large"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "headers_too_large"),
         (
             b"POST /config HTTP/1.1\r\nContent-Length: 1100000\r\n\r\n" + b"{" * 1_100_000,
             413,
-            "request_too_large",
+            "payload_too_large",
         ),
     ],
 )
@@ -180,7 +183,7 @@ async def _streaming_app(scope: dict[str, Any], receive: Any, send: Any) -> None
 
 
 async def test_responses_without_length_are_chunked_and_failures_are_500() -> None:
-    running = await start(_streaming_app, None, host="127.0.0.1", port=0)
+    running = await start(_streaming_app, None, host="127.0.0.1", port=free_port(), limits=Limits())
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as client:
             echo = await client.post("/echo", content=b"hello")
@@ -192,10 +195,8 @@ async def test_responses_without_length_are_chunked_and_failures_are_500() -> No
     assert boom.status_code == 500 and boom.json()["error"] == "internal_error"
 
 
-async def test_idle_connections_are_closed_busy_ones_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server_module, "SWEEP_SECONDS", 0.05)
-    monkeypatch.setattr(server_module, "KEEP_ALIVE_SECONDS", 0.3)
-    running = await start_redirector()
+async def test_idle_connections_are_closed_busy_ones_kept() -> None:
+    running = await start_redirector(redirector_keep_alive_seconds=0.3)
     request = b"GET /?video=" + VIDEO.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
     try:
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", running.port)

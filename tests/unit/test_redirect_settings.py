@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from pydantic import ValidationError
 
 from services.redirector.schemas import ConfigUpdate, validate_host
 from services.redirector.settings import Settings
+from shared.http.h1_limits import Limits
+from shared.runtime.servers import KEEP_ALIVE_SECONDS
 
 
 @pytest.mark.parametrize("host", ["cdn.example.com", "CDN.Example.com", "localhost:8081", "a-b.c"])
@@ -60,3 +64,20 @@ def test_settings_refuse_bad_fallbacks_and_dev_token_in_production() -> None:
         environment="production", signing_secret="x" * 32, redirector_admin_token="t" * 32
     )
     assert ok.redirector_admin_token == "t" * 32
+
+
+def test_the_listener_limits_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIRECTOR_MAX_REQUEST_LINE_BYTES", "4096")
+    monkeypatch.setenv("REDIRECTOR_HEADER_TIMEOUT_SECONDS", "2.5")
+    limits = Settings().http_limits
+    assert limits == replace(Limits(), request_line_bytes=4096, header_timeout_seconds=2.5)
+    assert (limits.header_count, limits.header_bytes) == (100, 16 * 1024)
+    assert limits.keep_alive_seconds == KEEP_ALIVE_SECONDS
+    for bad in (
+        {"redirector_max_request_line_bytes": 10},
+        {"redirector_max_headers": 0},
+        {"redirector_header_timeout_seconds": 0},
+        {"redirector_keep_alive_seconds": -1},
+    ):
+        with pytest.raises(ValidationError):
+            Settings(**bad)  # type: ignore[arg-type]
