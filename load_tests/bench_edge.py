@@ -2,7 +2,7 @@
 
 1. cache hits: the edge vs nginx ``proxy_cache`` in front of the same origin, same wrk, each
    server pinned to one core and wrk to the other: MB/s for a 2 MiB segment, requests/s for a
-   200 KiB segment, and the same edge under uvicorn (ASGI) for the 200 KiB segment;
+   200 KiB segment;
 2. hit ratio of a Zipf-distributed viewer workload over 2 edges behind haproxy, consistent
    hashing on the path vs round robin (fresh edges for each, same request sequence);
 3. next-segment prefetch: what a viewer playing segments in order sees, prefetch off vs on.
@@ -168,29 +168,24 @@ def _hits(
 def hit_throughput(
     stack: Stack, signer: Signer, origin: str, seconds: float, connections: int
 ) -> list[Comparison]:
-    """Cache-hit throughput of the edge and of nginx proxy_cache, one core each; then the same
-    edge under uvicorn (ASGI) instead of Granian (RSGI) for the 200 KiB object."""
+    """Cache-hit throughput of the edge and of nginx proxy_cache, one core each."""
     big = "videos/bench/hls/1080p/seg_00001.m4s"
     small = "videos/bench/hls/480p/seg_00001.m4s"
     put_objects(stack.root, {big: os.urandom(2 * 1024 * 1024), small: os.urandom(200 * 1024)})
     edge, edge_proc = stack.edge(origin, "edge-hits", EDGE_PREFETCH_NEXT_SEGMENT="false")
-    uvicorn, uvicorn_proc = stack.edge(
-        origin, "edge-uvicorn", EDGE_PREFETCH_NEXT_SEGMENT="false", EDGE_SERVER="uvicorn"
-    )
     nginx, nginx_proc = stack.nginx(int(origin.rsplit(":", 1)[1]))
     # CPU is metered over each tree from its root; all of every tree is pinned.
     servers = {
         "edge": (edge, [edge_proc.pid]),
         "nginx": (nginx, process_tree(nginx_proc)[1:]),
-        "uvicorn": (uvicorn, [uvicorn_proc.pid]),
     }
-    for proc in (edge_proc, nginx_proc, uvicorn_proc):
+    for proc in (edge_proc, nginx_proc):
         for pid in process_tree(proc):
             pin(pid, [1])
     results: list[Comparison] = []
     for key, name, unit, goal, others in (
         (big, "cache-hit MB/s, 2 MiB segment", "MB/s", 0.8, ("nginx",)),
-        (small, "cache-hit requests/s, 200 KiB segment", "req/s", 0.5, ("nginx", "uvicorn")),
+        (small, "cache-hit requests/s, 200 KiB segment", "req/s", 0.5, ("nginx",)),
     ):
         query = signer.sign(key, 3600).query()
         measured = {
@@ -210,18 +205,6 @@ def hit_throughput(
                 notes="one core per server, wrk on the other; the edge also checks the HMAC",
             )
         )
-        if "uvicorn" in measured:
-            results.append(
-                Comparison(
-                    f"{name}: Granian (RSGI) vs uvicorn (ASGI)",
-                    unit,
-                    measured["edge"][0],
-                    measured["uvicorn"][0],
-                    "the same edge under uvicorn",
-                    ours_per_cpu_second=measured["edge"][1],
-                    baseline_per_cpu_second=measured["uvicorn"][1],
-                )
-            )
     return results
 
 

@@ -5,30 +5,28 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.edge.events import listen_for_ready
-from services.edge.hotpath import EdgeASGI
 from services.edge.routes import router
 from services.edge.rsgi import EdgeRSGI
 from services.edge.service import Edge
 from services.edge.settings import Settings
+from shared.core.signing import Signer
 from shared.http.app import create_app
 from shared.runtime.resources import Resources
 
 
-def build(settings: Settings | None = None) -> EdgeASGI:
-    """The edge under an ASGI server: the plain-ASGI object route in front of the platform app."""
-    return EdgeASGI(platform_app(settings or Settings()))
-
-
-def build_rsgi(settings: Settings | None = None) -> EdgeRSGI:
+def build(settings: Settings | None = None) -> EdgeRSGI:
     """The edge under Granian: the RSGI object route in front of the platform app."""
-    return EdgeRSGI(platform_app(settings or Settings()))
+    settings = settings or Settings()
+    # One signer for the object route and the edge's own origin requests.
+    signer = Signer(settings.signing_keys, settings.signing_key_id)
+    return EdgeRSGI(platform_app(settings, signer), signer)
 
 
-def platform_app(settings: Settings) -> FastAPI:
+def platform_app(settings: Settings, signer: Signer) -> FastAPI:
     """Health, metrics and the admin API, with the lifespan that opens the cache."""
 
     async def start(app: FastAPI, res: Resources) -> None:
-        edge = Edge(settings, res.need_http(), res.signer)
+        edge = Edge(settings, res.need_http(), signer)
         await edge.start()
         app.state.edge = edge
         if settings.edge_warm_on_ready:

@@ -10,8 +10,8 @@ from services.edge import metrics
 from services.edge.schemas import CacheStats, PurgeRequest, PurgeResponse, WarmRequest, WarmResponse
 from services.edge.service import Edge
 from shared.core.errors import BadRequest, NotFound
+from shared.core.keys import check_key
 from shared.http.auth import bearer_token, check_admin_token
-from shared.storage.base import check_key
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

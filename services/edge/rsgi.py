@@ -18,26 +18,26 @@ from granian._granian import RSGIHTTPProtocol as HTTPProtocol
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 from granian.rsgi import Scope
 
-from services.edge.hotpath import CHUNK_BYTES, PREFIX, Credentials, Reply, answer
+from services.edge.hotpath import CHUNK_BYTES, PREFIX, Reply, answer
 from services.edge.metrics import TALLY
 from services.edge.service import Edge
+from shared.core.signing import Credentials, Signer
 
 
 class EdgeRSGI:
     """Serves ``/origin/...`` itself and bridges every other request to ``app``."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, signer: Signer) -> None:
         self.app = app
+        self._credentials = Credentials(signer)
         self._lifespan: AbstractAsyncContextManager[Any] | None = None
         self._edge: Edge | None = None
-        self._credentials: Credentials | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open the app's clients and the cache before Granian takes requests."""
         self._lifespan = self.app.router.lifespan_context(self.app)
         loop.run_until_complete(self._lifespan.__aenter__())
         self._edge = self.app.state.edge
-        self._credentials = Credentials(self._edge.signer)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._lifespan is not None:
@@ -50,7 +50,7 @@ class EdgeRSGI:
             TALLY.fold()
             await bridge(self.app, scope, proto)
             return
-        assert self._edge is not None and self._credentials is not None
+        assert self._edge is not None
         started = time.perf_counter()
         method = scope.method
         TALLY.in_progress += 1

@@ -1,4 +1,4 @@
-"""Serve the edge with Granian's RSGI interface (default) or uvicorn (ASGI).
+"""Serve the edge with Granian's RSGI interface.
 
 A cache hit is little more than a lookup and a send, so the server's own cost per response
 decides the requests per second; the Edge section of docs/BENCHMARKS.md measures the edge
@@ -20,25 +20,19 @@ def _build(settings: Settings) -> Any:
     return build(settings)
 
 
-def _build_rsgi(settings: Settings) -> Any:
-    from services.edge.app import build_rsgi
-
-    return build_rsgi(settings)
-
-
 def app() -> Any:
     """Granian's factory, called in its worker process."""
-    return servers.granian_factory("edge", Settings, _build_rsgi)
+    return servers.granian_factory("edge", Settings, _build)
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM with the server ``EDGE_SERVER`` names."""
+    """Serve until SIGINT/SIGTERM."""
     from granian.constants import Interfaces, RuntimeModes
     from granian.http import HTTP1Settings
 
     servers.run(
         settings,
-        server=settings.edge_server,
+        server="granian",
         factory="services.edge.serve:app",
         build=_build,
         host=host,
@@ -47,6 +41,7 @@ def run(settings: Settings, *, host: str, port: int) -> None:
         runtime_threads=1,
         runtime_mode=RuntimeModes.st,
         # Granian closes a connection idle this long (30 s by default); keep it as long as
-        # uvicorn did, so haproxy and the balancer rarely reuse one the edge is closing.
+        # the other servers of the platform, so haproxy and the balancer rarely reuse one the
+        # edge is closing.
         http1_settings=HTTP1Settings(header_read_timeout=KEEP_ALIVE_SECONDS * 1000),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
@@ -15,9 +14,6 @@ MIB = 1024 * 1024
 
 class Settings(BaseServiceSettings):
     edge_port: int = ports.EDGE
-    edge_server: Literal["granian", "uvicorn"] = Field(
-        default="granian", description="HTTP server; under Granian hits leave through RSGI"
-    )
     edge_id: str | None = Field(default=None, description="Sent as X-Edge-Id; default edge-<port>")
     edge_origin_url: str = ports.local_url(ports.ORIGIN)
     edge_cache_dir: Path = Path("var/edge-cache")

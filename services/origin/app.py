@@ -10,6 +10,7 @@ from services.origin import player
 from services.origin.delivery import OriginDelivery
 from services.origin.routes import router
 from services.origin.settings import Settings
+from shared.core.signing import Signer
 from shared.http.app import create_app
 
 EXPOSED_HEADERS = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified"]
@@ -26,7 +27,9 @@ def build(settings: Settings | None = None) -> FastAPI:
     )
     # First in the route table: every segment request takes this path, so it should not be
     # matched against every API route before it.
-    app.router.routes.insert(0, Mount("/origin", app=OriginDelivery(settings), name="origin"))
+    signer = Signer(settings.signing_keys, settings.signing_key_id)
+    delivery = OriginDelivery(settings, signer)
+    app.router.routes.insert(0, Mount("/origin", app=delivery, name="origin"))
     app.mount("/player/assets", player.assets(), name="player-assets")
     # Players on other sites fetch playlists and segments with XHR, so they need CORS; DELETE is
     # left out so no other site can make a visitor's browser delete videos.

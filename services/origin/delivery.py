@@ -14,8 +14,8 @@ Two URL styles reach it:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -23,13 +23,13 @@ from starlette.types import Receive, Scope, Send
 
 from services.origin import service
 from services.origin.settings import Settings
-from shared.core.signing import Signer, split_token_path
+from shared.core.signing import TOKEN_SEGMENT, Credentials, Signer
 from shared.http.delivery import plan_body, send_object, send_plan
 from shared.runtime.resources import Resources
-from shared.storage.base import check_key
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PREFIX = "/origin/"
+TOKEN_PREFIX = TOKEN_SEGMENT + "/"
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ TOKEN_ROUTE = RouteLabel("/origin/t/{token}/{path}")
 class OriginDelivery:
     """The plain-ASGI app mounted at ``/origin``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, signer: Signer) -> None:
         self.settings = settings
-        self.signer = Signer(settings.signing_keys, settings.signing_key_id)
+        self.signer = signer
+        self.credentials = Credentials(signer)
         self.segment_cache = f"public, max-age={settings.origin_segment_max_age_seconds}, immutable"
         self.signed_playlist_cache = (
             f"private, max-age={settings.origin_signed_playlist_max_age_seconds}"
@@ -65,25 +66,17 @@ class OriginDelivery:
         if not path.startswith(PREFIX):
             raise HTTPException(404)
         rest = path[len(PREFIX) :]
-        token_path = split_token_path(rest)
-        if token_path is not None:
-            scope["route"] = TOKEN_ROUTE
-            token, key = token_path
-            check_key(key)
-            self.signer.verify_token_path(token, key)
-        else:
-            scope["route"] = QUERY_ROUTE
-            key = rest
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            self.signer.verify(
-                key, _first(query, "exp"), _first(query, "sig"), _first(query, "kid")
-            )
+        by_token = rest.startswith(TOKEN_PREFIX)
+        scope["route"] = TOKEN_ROUTE if by_token else QUERY_ROUTE
+        key, by_token = self.credentials.check(
+            rest, scope["query_string"].decode("latin-1"), time.time()
+        )
         store = res.need_store()
         if not key.endswith(".m3u8"):
             await send_object(store, key, scope, send, cache_control=self.segment_cache)
             return
         headers = Headers(scope=scope)
-        if token_path is not None:
+        if by_token:
             info = await store.stat(key)
             body = await store.get_bytes(key)
             plan = plan_body(
@@ -110,8 +103,3 @@ class OriginDelivery:
             else self.settings.origin_live_playlist_max_age_seconds
         )
         return f"public, max-age={seconds}"
-
-
-def _first(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    return values[0] if values else None

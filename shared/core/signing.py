@@ -23,9 +23,10 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
-from shared.core.errors import Forbidden
+from shared.core.errors import BadRequest, Forbidden
+from shared.core.keys import check_key
 
 TOKEN_SEGMENT = "t"
 
@@ -165,3 +166,62 @@ class Signer:
             if self._matches(f"t:{prefix}{exp}", sig, kid):
                 return prefix
         raise Forbidden("invalid token")
+
+
+def request_key(
+    signer: Signer, rest: str, query_string: str, *, now: float | None = None
+) -> tuple[str, int, bool]:
+    """The object key a delivery request names, its credential's expiry, and whether a path
+    token (rather than a query signature) carried it.
+
+    ``rest`` is the request path after the delivery prefix (``/origin/``). Raises Forbidden for
+    a missing, expired or forged credential and BadRequest for a path that names no object.
+    """
+    token_path = split_token_path(rest)
+    if token_path is not None:
+        token, key = token_path
+        check_key(key)
+        signer.verify_token_path(token, key, now=now)
+        return key, int(token.split(".", 2)[1]), True
+    if rest.startswith(TOKEN_SEGMENT + "/"):
+        raise BadRequest("a path token must be followed by an object path")
+    check_key(rest)
+    query = parse_qs(query_string)
+    exp = signer.verify(
+        rest,
+        query.get("exp", [None])[0],
+        query.get("sig", [None])[0],
+        query.get("kid", [None])[0],
+        now=now,
+    )
+    return rest, exp, False
+
+
+class Credentials:
+    """Delivery credentials that verified, so that a URL a player repeats costs one HMAC.
+
+    Only credentials that passed ``request_key`` are remembered, keyed by the exact path and
+    query, and their expiry is checked again on every request: an altered, forged or expired
+    URL never matches a live entry and is verified (and refused) in full.
+    """
+
+    def __init__(self, signer: Signer, max_entries: int = 8192) -> None:
+        self.signer = signer
+        self.max_entries = max_entries
+        self._verified: dict[tuple[str, str], tuple[str, int, bool]] = {}
+
+    def check(self, rest: str, query_string: str, now: float) -> tuple[str, bool]:
+        """The object key of a request whose credential is valid now, and whether it came by
+        path token; raises like ``request_key``."""
+        request = (rest, query_string)
+        known = self._verified.get(request)
+        if known is not None:
+            if known[1] >= int(now):
+                return known[0], known[2]
+            del self._verified[request]
+        verified = request_key(self.signer, rest, query_string, now=now)
+        if len(self._verified) >= self.max_entries:
+            # Oldest first: dictionaries keep insertion order.
+            del self._verified[next(iter(self._verified))]
+        self._verified[request] = verified
+        return verified[0], verified[2]

@@ -13,7 +13,7 @@ import gzip
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -22,13 +22,7 @@ from starlette.types import Scope, Send
 
 from shared.http.metrics import HTTP_RESPONSE_BYTES
 from shared.http.middleware import route_template
-from shared.http.ranges import (
-    accepts_gzip,
-    http_date,
-    not_modified,
-    parse_range,
-    range_applies,
-)
+from shared.http.ranges import accepts_gzip, evaluate, http_date, not_modified
 from shared.storage.base import ObjectInfo, ObjectStore
 from shared.storage.filesystem import FilesystemStore
 
@@ -36,7 +30,6 @@ from shared.storage.filesystem import FilesystemStore
 SEND_CHUNK_BYTES = 4 * 1024 * 1024
 GZIP_MIN_BYTES = 256
 PATHSEND = "http.response.pathsend"
-_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 @dataclass
@@ -75,15 +68,14 @@ def plan_object(
     headers = _validators(info.etag, info.last_modified, cache_control)
     headers["Accept-Ranges"] = "bytes"
     headers.update(extra_headers or {})
-    if not_modified(request_headers, info.etag, info.last_modified):
+    status, byte_range = evaluate(request_headers, info.size, headers["ETag"], info.last_modified)
+    if status == 304:
         return Plan(304, headers)
     headers["Content-Type"] = info.content_type
     plan = Plan(200, headers, 0, info.size - 1)
-    if range_applies(request_headers, info.etag, info.last_modified):
-        byte_range = parse_range(request_headers.get("range"), info.size)
-        if byte_range is not None:
-            plan = Plan(206, headers, byte_range.start, byte_range.end)
-            headers["Content-Range"] = byte_range.content_range(info.size)
+    if byte_range is not None:
+        plan = Plan(206, headers, byte_range.start, byte_range.end)
+        headers["Content-Range"] = byte_range.content_range(info.size)
     headers["Content-Length"] = str(plan.length)
     return plan
 
@@ -116,11 +108,7 @@ def plan_body(
     if compress:
         headers["Vary"] = "Accept-Encoding"
     headers.update(extra_headers or {})
-    # Without Last-Modified only If-None-Match can match, so the stand-in date is never compared.
-    validator_date = last_modified or _EPOCH
-    if (last_modified or "if-none-match" in request_headers) and not_modified(
-        request_headers, tag, validator_date
-    ):
+    if not_modified(request_headers, headers["ETag"], last_modified):
         return Plan(304, headers)
     if gzipped:
         body = gzip.compress(body, compresslevel=6, mtime=0)

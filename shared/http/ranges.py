@@ -63,35 +63,67 @@ def http_date(moment: datetime) -> str:
     return format_datetime(moment, usegmt=True)
 
 
-def not_modified(headers: Mapping[str, str], etag: str, last_modified: datetime) -> bool:
-    """True when If-None-Match or If-Modified-Since says the client's copy is current."""
+Validator = datetime | str | None
+
+
+def _seconds(value: Validator) -> int | None:
+    """Whole seconds of a Last-Modified given as a datetime or an HTTP date, None if unknown."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    return int(value.timestamp())
+
+
+def not_modified(headers: Mapping[str, str], etag: str | None, last_modified: Validator) -> bool:
+    """True when If-None-Match or If-Modified-Since says the client's copy is current.
+
+    ``etag`` is the ETag header value as sent (quoted, maybe ``W/``); If-None-Match compares
+    weakly (RFC 9110 13.1.2), and If-Modified-Since counts only without If-None-Match.
+    """
     inm = headers.get("if-none-match")
     if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
-        return "*" in tags or f'"{etag}"' in tags
-    ims = headers.get("if-modified-since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
+        if etag is None:
             return False
-        return int(last_modified.timestamp()) <= int(since.timestamp())
-    return False
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return "*" in tags or etag.removeprefix("W/") in tags
+    ims = headers.get("if-modified-since")
+    if not ims:
+        return False
+    modified, since = _seconds(last_modified), _seconds(ims)
+    return modified is not None and since is not None and modified <= since
 
 
-def range_applies(headers: Mapping[str, str], etag: str, last_modified: datetime) -> bool:
+def range_applies(headers: Mapping[str, str], etag: str | None, last_modified: Validator) -> bool:
     """Whether ``If-Range`` (if any) still matches, so a Range request may get a 206."""
     condition = headers.get("if-range")
     if not condition:
         return True
     condition = condition.strip()
     if condition.startswith(("W/", '"')):
-        return condition == f'"{etag}"'  # weak validators never match (RFC 9110 13.1.5)
-    try:
-        since = parsedate_to_datetime(condition)
-    except (TypeError, ValueError):
-        return False
-    return int(last_modified.timestamp()) == int(since.timestamp())
+        # Strong comparison: weak validators never match (RFC 9110 13.1.5).
+        return etag is not None and not etag.startswith("W/") and condition == etag
+    modified, since = _seconds(last_modified), _seconds(condition)
+    return modified is not None and modified == since
+
+
+def evaluate(
+    headers: Mapping[str, str], size: int, etag: str | None, last_modified: Validator
+) -> tuple[int, ByteRange | None]:
+    """What a GET or HEAD of a ``size``-byte representation gets under RFC 9110's conditions.
+
+    304 (no range), 206 with the range, or 200 (no range); raises RangeNotSatisfiable (416).
+    """
+    if not_modified(headers, etag, last_modified):
+        return 304, None
+    if range_applies(headers, etag, last_modified):
+        byte_range = parse_range(headers.get("range"), size)
+        if byte_range is not None:
+            return 206, byte_range
+    return 200, None
 
 
 def accepts_gzip(headers: Mapping[str, str]) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import mimetypes
-import re
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,6 @@ from shared.core.errors import BadRequest
 CHUNK_BYTES = 1024 * 1024
 MAX_PART_NUMBER = 10_000
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
 @dataclass(frozen=True)
@@ -29,13 +27,6 @@ class ObjectInfo:
     etag: str
     last_modified: datetime
     content_type: str = "application/octet-stream"
-
-
-def check_key(key: str) -> str:
-    """Reject keys that could escape the store or are not plain relative paths."""
-    if not _KEY_RE.match(key) or ".." in key.split("/") or "//" in key or key.endswith("/"):
-        raise BadRequest(f"invalid object key: {key!r}")
-    return key
 
 
 def check_part_number(part_number: int) -> int:

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.core.errors import BadRequest, NotFound
+from shared.core.keys import check_key
 from shared.storage.base import (
     CHUNK_BYTES,
     ObjectInfo,
     ObjectStore,
-    check_key,
     check_part_number,
     check_parts,
     guess_content_type,

@@ -26,12 +26,12 @@ from minio.error import S3Error
 from minio.helpers import MIN_PART_SIZE
 
 from shared.core.errors import BadRequest, NotFound, UpstreamUnavailable
+from shared.core.keys import check_key
 from shared.storage.base import (
     CHUNK_BYTES,
     DEFAULT_CONTENT_TYPE,
     ObjectInfo,
     ObjectStore,
-    check_key,
     check_part_number,
     check_parts,
     guess_content_type,

@@ -7,8 +7,15 @@ import hmac
 
 import pytest
 
-from shared.core.errors import Forbidden
-from shared.core.signing import Signer, folder_prefixes, gateway_signature, split_token_path
+from shared.core.errors import BadRequest, Forbidden
+from shared.core.signing import (
+    Credentials,
+    Signer,
+    folder_prefixes,
+    gateway_signature,
+    request_key,
+    split_token_path,
+)
 
 NOW = 1_700_000_000
 PATH = "videos/abc/hls/360p/seg_00001.m4s"
@@ -134,3 +141,33 @@ def test_token_url_and_split() -> None:
 def test_folder_prefixes() -> None:
     assert folder_prefixes("a/b/c.m4s") == ["a/", "a/b/"]
     assert folder_prefixes("c.m4s") == []
+
+
+def test_request_key_takes_either_credential_and_checks_the_key() -> None:
+    s = signer()
+    key = "videos/v/hls/720p/seg_00001.m4s"
+    query = s.sign(key, 60).query()
+    assert request_key(s, key, query)[::2] == (key, False)
+    token = s.make_token("videos/v/", 60)
+    assert request_key(s, f"t/{token}/{key}", "")[::2] == (key, True)
+    with pytest.raises(BadRequest):
+        request_key(s, "t/" + token, "")
+    with pytest.raises(BadRequest):
+        request_key(s, "videos/v/../secret", query)
+    with pytest.raises(Forbidden):
+        request_key(s, key, query.replace("sig=", "sig=0"))
+
+
+def test_credentials_remember_what_verified_until_it_expires() -> None:
+    s = signer()
+    key = "videos/v/hls/720p/seg_00001.m4s"
+    signed = s.sign(key, 60, now=1_000_000)
+    creds = Credentials(s, max_entries=2)
+    now = signed.exp - 30
+    assert creds.check(key, signed.query(), now) == (key, False)
+    assert creds.check(key, signed.query(), now + 1) == (key, False)
+    with pytest.raises(Forbidden):
+        creds.check(key, signed.query(), signed.exp + 1)
+    forged = signed.query().replace("sig=", "sig=f")
+    with pytest.raises(Forbidden):
+        creds.check(key, forged, now)
