@@ -24,7 +24,6 @@ from shared.http.metrics import HTTP_RESPONSE_BYTES
 from shared.http.middleware import route_template
 from shared.http.ranges import accepts_gzip, evaluate, http_date, not_modified
 from shared.storage.base import ObjectInfo, ObjectStore
-from shared.storage.filesystem import FilesystemStore
 
 # Big enough that a typical HLS segment goes out in one read and one write.
 SEND_CHUNK_BYTES = 4 * 1024 * 1024
@@ -145,10 +144,11 @@ async def send_plan(
         return
     if store is None:
         raise ValueError("an object plan needs the store to read from")
-    if pathsend and plan.status == 200 and isinstance(store, FilesystemStore):
+    local = store.local_path(key) if pathsend and plan.status == 200 else None
+    if local is not None:
         # Objects are written to a temporary file and renamed into place, never rewritten, so
         # the file at this path still has the size the plan announced.
-        await send({"type": "http.response.pathsend", "path": str(store.path_for(key))})
+        await send({"type": "http.response.pathsend", "path": str(local)})
         if route is not None:
             # The metrics middleware counts body messages only; these bytes never were one.
             HTTP_RESPONSE_BYTES.labels(route).inc(plan.length)

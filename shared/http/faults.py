@@ -8,7 +8,6 @@ the delay while the process runs, so a test can make one backend slow and well a
 from __future__ import annotations
 
 import asyncio
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.core.errors import Forbidden
+from shared.http.auth import bearer_token, check_admin_token
 
 ADMIN_PATH = "/admin/fault"
 
@@ -51,9 +51,9 @@ def fault_router(state: FaultState, token: str | None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     def check(authorization: str | None) -> None:
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not token or not hmac.compare_digest(given, token):
-            raise Forbidden("fault injection needs the admin bearer token")
+        if not token:
+            raise Forbidden("fault injection is not enabled on this process")
+        check_admin_token(bearer_token(authorization), token, "fault injection")
 
     @router.get(ADMIN_PATH)
     async def show(authorization: Annotated[str | None, Header()] = None) -> dict[str, float]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from shared.core.signing import Signer
 from shared.db.engine import Database
 from shared.mq.broker import Broker
 from shared.mq.depth import QueueDepthMonitor
+from shared.mq.outbox import OutboxRelay
 from shared.mq.topology import Topology
 from shared.storage import ObjectStore, create_store
 
@@ -32,10 +34,13 @@ class Resources:
     broker: Broker | None = None
     store: ObjectStore | None = None
     http: httpx.AsyncClient | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The relay of a process that queues jobs; it kicks the relay after each commit.
+    outbox: OutboxRelay | None = None
+    queue_depth: QueueDepthMonitor | None = None
 
-    @property
+    @functools.cached_property
     def signer(self) -> Signer:
+        """The process's one signer, built from its settings on first use."""
         return Signer(self.settings.signing_keys, self.settings.signing_key_id)
 
     def need_db(self) -> Database:
@@ -105,8 +110,8 @@ async def open_resources(
                 heartbeat_seconds=settings.amqp_heartbeat_seconds,
             )
             await res.broker.connect()
-            res.extra["queue_depth"] = depth = QueueDepthMonitor(res.broker)
-            depth.start()
+            res.queue_depth = QueueDepthMonitor(res.broker)
+            res.queue_depth.start()
     except BaseException:
         await close_resources(res)
         raise
@@ -115,7 +120,7 @@ async def open_resources(
 
 async def close_resources(res: Resources) -> None:
     """Close whatever was opened, in reverse order, logging (not raising) failures."""
-    monitor = res.extra.pop("queue_depth", None)
+    monitor, res.queue_depth = res.queue_depth, None
     if monitor is not None:
         await monitor.stop()
     for name, closer in (

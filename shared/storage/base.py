@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from shared.core.errors import BadRequest
+from shared.core.keys import check_key
 
 CHUNK_BYTES = 1024 * 1024
 MAX_PART_NUMBER = 10_000
@@ -56,6 +57,15 @@ def guess_content_type(key: str) -> str:
 
 class ObjectStore(abc.ABC):
     """Async object storage."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding ``key`` when the backend keeps objects as local files, else None.
+
+        Tools that want a path (ffprobe, ffmpeg, a server sending a file by path) use it directly
+        instead of downloading; an object behind an API has none.
+        """
+        check_key(key)
+        return None
 
     @abc.abstractmethod
     async def put_stream(

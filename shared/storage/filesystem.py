@@ -128,6 +128,10 @@ class FilesystemStore(ObjectStore):
         """The file that holds ``key``."""
         return self.root / check_key(key)
 
+    def local_path(self, key: str) -> Path | None:
+        """The file that holds ``key``: every object of this store is one."""
+        return self.path_for(key)
+
     def _info(self, key: str, path: Path) -> ObjectInfo:
         st = path.stat()
         return ObjectInfo(

@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from shared.storage.base import ObjectStore
-from shared.storage.filesystem import FilesystemStore
 
 
 @asynccontextmanager
 async def media_location(store: ObjectStore, key: str) -> AsyncIterator[str]:
     """A path ffmpeg can read: the file itself on disk, or a temporary download."""
-    if isinstance(store, FilesystemStore):
-        yield str(store.path_for(key))
+    local = store.local_path(key)
+    if local is not None:
+        yield str(local)
         return
     with tempfile.TemporaryDirectory(prefix="vsp-src-") as folder:
         path = Path(folder) / "source"

@@ -22,12 +22,12 @@ def outbox_hooks() -> tuple[Hook, Hook]:
 
     async def start(_: FastAPI, res: Resources) -> None:
         relay = OutboxRelay(res.need_db(), res.need_broker())
-        res.extra["outbox"] = relay
+        res.outbox = relay
         relay.start()
         relay.kick()
 
     async def stop(_: FastAPI, res: Resources) -> None:
-        relay = res.extra.get("outbox")
+        relay = res.outbox
         if relay is not None:
             await relay.stop()
 

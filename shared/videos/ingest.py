@@ -116,8 +116,8 @@ async def finalize_source(
         await progress.publish(
             res.redis, video_id, stage=VideoState.queued.value, bytes_received=size
         )
-    if "outbox" in res.extra:
-        res.extra["outbox"].kick()
+    if res.outbox is not None:
+        res.outbox.kick()
     log.info(
         "video %s stored (%d bytes, %.1f s); transcode queued",
         video_id,

@@ -107,6 +107,18 @@ async def test_exists(store: ObjectStore) -> None:
     assert not await store.exists("here/below")
 
 
+async def test_local_path_is_the_object_file_or_none(store: ObjectStore) -> None:
+    await store.put_bytes("videos/v/hls/seg_00001.m4s", b"segment bytes")
+
+    local = store.local_path("videos/v/hls/seg_00001.m4s")
+    if isinstance(store, S3Store):
+        assert local is None
+    else:
+        assert local is not None and local.read_bytes() == b"segment bytes"
+    with pytest.raises(BadRequest):
+        store.local_path("../outside")
+
+
 async def test_list_is_sorted_recursive_and_prefix_filtered(store: ObjectStore) -> None:
     keys = ["v/b/2.m4s", "v/a/1.m4s", "v/a/sub/deep.txt", "v/ab", "w/other", "v/b/10.m4s"]
     for key in keys:
