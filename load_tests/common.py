@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 
 from load_tests.harness import RESULTS
+from shared.core import ports
 
-ORIGIN_URL = os.environ.get("VSP_ORIGIN_URL", "http://127.0.0.1:8003")
-UPLOAD_URL = os.environ.get("VSP_UPLOAD_URL", "http://127.0.0.1:8001")
-TUS_URL = os.environ.get("VSP_TUS_URL", "http://127.0.0.1:8002/files/")
-REDIRECT_URL = os.environ.get("VSP_REDIRECT_URL", "http://127.0.0.1:8080")
+ORIGIN_URL = os.environ.get("VSP_ORIGIN_URL", ports.local_url(ports.ORIGIN))
+UPLOAD_URL = os.environ.get("VSP_UPLOAD_URL", ports.local_url(ports.UPLOAD))
+TUS_URL = os.environ.get("VSP_TUS_URL", ports.local_url(ports.CHUNKED_UPLOAD) + "/files/")
+REDIRECT_URL = os.environ.get("VSP_REDIRECT_URL", ports.local_url(ports.NGINX_REDIRECT))
 # Where viewers fetch playlists and segments: haproxy in front of the edges by default.
-DELIVERY_URL = os.environ.get("VSP_DELIVERY_URL", "http://127.0.0.1:8081")
+DELIVERY_URL = os.environ.get("VSP_DELIVERY_URL", ports.local_url(ports.HAPROXY))
 # Path tokens let the edges cache one copy of each object for every viewer; "query" signs each
 # URL for one viewer, as the streaming gateway did.
 SIGNING_MODE = os.environ.get("VSP_SIGNING_MODE", "token")

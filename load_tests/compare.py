@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -46,7 +47,12 @@ def export_tree(rev: str, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     uv = shutil.which("uv") or str(Path.home() / ".local/bin/uv")
-    subprocess.run([uv, "sync", "--frozen", "--quiet"], cwd=into, check=True)
+    # The same extras `make setup` installs: the benchmarks import the test support package.
+    subprocess.run(
+        [uv, "sync", "--frozen", "--quiet", "--extra", "test", "--extra", "load"],
+        cwd=into,
+        check=True,
+    )
     return into
 
 
@@ -72,6 +78,10 @@ def table(rows: list[dict[str, Any]], base: str) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for row in rows:
+        if not all(math.isfinite(row[side]) for side in ("old", "new")):
+            # A baseline of zero (prefetch off finds nothing cached) makes no ratio to compare.
+            lines.append(f"| {row['benchmark']} | {row['name']} | n/a | n/a | (no ratio) |")
+            continue
         lines.append(
             f"| {row['benchmark']} | {row['name']} | {row['old']:.3f}x | {row['new']:.3f}x | "
             f"{row['change'] * 100:+.1f}% |"
@@ -126,13 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 old = statistics.median(figures["old"][name])
                 new = statistics.median(figures["new"][name])
-                change = new / old - 1 if old else 0.0
+                finite = math.isfinite(old) and math.isfinite(new) and old
+                change = new / old - 1 if finite else math.nan
                 rows.append(
                     {"benchmark": module, "name": name, "old": old, "new": new, "change": change}
                 )
     lines = table(rows, base)
     print("\n" + "\n".join(lines))
-    worse = [r for r in rows if r["change"] < -TOLERANCE]
+    worse = [r for r in rows if math.isfinite(r["change"]) and r["change"] < -TOLERANCE]
     print(
         f"\n{len(rows)} comparisons in {(time.monotonic() - started) / 60:.1f} min; "
         f"{len(worse)} more than {TOLERANCE:.0%} below {base}"

@@ -89,7 +89,10 @@ def upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     url: Annotated[
         str | None,
-        typer.Option(help="Service base URL; default: upload (8001), or chunked_upload (8002)."),
+        typer.Option(
+            help=f"Service base URL; default: upload ({ports.UPLOAD}), "
+            f"or chunked_upload ({ports.CHUNKED_UPLOAD}) with --resumable."
+        ),
     ] = None,
     title: Annotated[str, typer.Option(help="Video title.")] = "",
     description: Annotated[str, typer.Option(help="Video description.")] = "",

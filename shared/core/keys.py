@@ -1,4 +1,9 @@
-"""Object keys: the one check every path taken from a request passes before it names an object."""
+"""Object keys: the one check every path taken from a request passes before it names an object.
+
+A key is canonical or refused: plain relative folders and a name, no empty, ``.`` or ``..``
+component, no control character, and bounded in length and depth, so that one object has one
+key (an edge caches it once) and a hostile path costs a single regular-expression match.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,21 @@ import re
 
 from shared.core.errors import BadRequest
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+# S3's own limit on a key's length; deeper than the platform ever nests is refused too.
+MAX_KEY_BYTES = 1024
+MAX_KEY_DEPTH = 16
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*(?:/[A-Za-z0-9._\-]+)*")
 
 
 def check_key(key: str) -> str:
-    """Reject keys that could escape the store or are not plain relative paths."""
-    if not _KEY_RE.match(key) or ".." in key.split("/") or "//" in key or key.endswith("/"):
-        raise BadRequest(f"invalid object key: {key!r}")
+    """Reject keys that could escape the store or are not canonical relative paths."""
+    if (
+        len(key) > MAX_KEY_BYTES
+        or _KEY_RE.fullmatch(key) is None
+        or key.count("/") >= MAX_KEY_DEPTH
+        or "/./" in f"/{key}/"
+        or "/../" in f"/{key}/"
+    ):
+        shown = key if len(key) <= 80 else key[:80] + "..."
+        raise BadRequest(f"invalid object key: {shown!r}")
     return key

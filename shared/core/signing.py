@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
@@ -29,6 +30,8 @@ from shared.core.errors import BadRequest, Forbidden
 from shared.core.keys import check_key
 
 TOKEN_SEGMENT = "t"
+# A signature is the hex of an HMAC-SHA256; anything else is refused before any HMAC is made.
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Signer:
         return exp_value
 
     def _matches(self, message: str, sig: str, kid: str | None) -> bool:
+        if _SIGNATURE.fullmatch(sig) is None:
+            return False
         if kid is not None:
             secret = self.keys.get(kid)
             if secret is None:
@@ -154,12 +159,18 @@ class Signer:
         return f"{base.rstrip('/')}/{TOKEN_SEGMENT}/{token}/{path}"
 
     def verify_token_path(self, token: str, path: str, *, now: float | None = None) -> str:
-        """Check a token against every folder prefix of ``path``; return the prefix it covers."""
+        """Check a token against every folder prefix of ``path``; return the prefix it covers.
+
+        ``path`` passes the key check first, so its depth, and with it the HMACs tried, is bounded.
+        """
+        check_key(path)
         try:
             kid, exp_text, sig = token.split(".", 2)
             exp = int(exp_text)
         except ValueError:
             raise Forbidden("malformed path token") from None
+        if _SIGNATURE.fullmatch(sig) is None:
+            raise Forbidden("malformed path token")
         if exp < int(now if now is not None else time.time()):
             raise Forbidden("token expired", expired_at=exp)
         for prefix in folder_prefixes(path):

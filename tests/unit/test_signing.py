@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 import pytest
 
@@ -171,3 +172,23 @@ def test_credentials_remember_what_verified_until_it_expires() -> None:
     forged = signed.query().replace("sig=", "sig=f")
     with pytest.raises(Forbidden):
         creds.check(key, forged, now)
+
+
+@pytest.mark.parametrize("sig", ["\u00e9", "A" * 64, "0" * 63, "0" * 65, "zz" * 32, "0" * 10_000])
+def test_malformed_signatures_are_refused_before_any_hmac(sig: str) -> None:
+    s = signer()
+    key = "videos/v/hls/720p/seg_00001.m4s"
+    with pytest.raises(Forbidden):
+        s.verify(key, str(int(time.time()) + 60), sig)
+    with pytest.raises(Forbidden):
+        s.verify_token_path(f"k1.{int(time.time()) + 60}.{sig}", key)
+
+
+def test_a_deep_token_path_is_refused_without_trying_its_prefixes() -> None:
+    s = signer()
+    token = s.make_token("videos/v/", 60)
+    deep = "a/" * 30_000 + "x"
+    started = time.perf_counter()
+    with pytest.raises(BadRequest):
+        request_key(s, f"t/{token}/{deep}", "")
+    assert time.perf_counter() - started < 0.05
