@@ -27,13 +27,10 @@ Instance = Annotated[Redirector, Depends(redirector)]
 async def require_admin(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
-    x_admin_token: Annotated[str | None, Header()] = None,
 ) -> None:
-    """Refuse configuration changes without the admin token."""
+    """Refuse configuration changes without the admin bearer token."""
     expected = request.app.state.redirector.settings.redirector_admin_token
-    check_admin_token(
-        x_admin_token or bearer_token(authorization), expected, "changing the configuration"
-    )
+    check_admin_token(bearer_token(authorization), expected, "changing the configuration")
 
 
 Admin = Depends(require_admin)

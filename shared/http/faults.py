@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.core.errors import Forbidden
+from shared.core.errors import NotFound
 from shared.http.auth import bearer_token, check_admin_token
 
 ADMIN_PATH = "/admin/fault"
@@ -52,7 +52,7 @@ def fault_router(state: FaultState, token: str | None) -> APIRouter:
 
     def check(authorization: str | None) -> None:
         if not token:
-            raise Forbidden("fault injection is not enabled on this process")
+            raise NotFound("fault injection is not enabled: FAULT_ADMIN_TOKEN is not set")
         check_admin_token(bearer_token(authorization), token, "fault injection")
 
     @router.get(ADMIN_PATH)

@@ -68,6 +68,11 @@ class Resources:
             raise RuntimeError("this process has no HTTP client")
         return self.http
 
+    def need_outbox(self) -> OutboxRelay:
+        if self.outbox is None:
+            raise RuntimeError("this process has no outbox relay")
+        return self.outbox
+
 
 def store_from_settings(settings: BaseServiceSettings) -> ObjectStore:
     """The object store the settings describe."""

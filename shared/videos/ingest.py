@@ -79,6 +79,8 @@ async def finalize_source(
     """Probe the stored source, then commit the video (queued) and its job together."""
     store = res.need_store()
     db = res.need_db()
+    # Taken before the commit: a process without a relay must fail before the upload is recorded.
+    relay = res.need_outbox()
     try:
         info = await probe_stored(store, key)
     except NotMedia as exc:
@@ -116,8 +118,7 @@ async def finalize_source(
         await progress.publish(
             res.redis, video_id, stage=VideoState.queued.value, bytes_received=size
         )
-    if res.outbox is not None:
-        res.outbox.kick()
+    relay.kick()
     log.info(
         "video %s stored (%d bytes, %.1f s); transcode queued",
         video_id,

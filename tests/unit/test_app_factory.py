@@ -1,4 +1,4 @@
-"""The shared app factory: error rendering, request ids, route-template metrics, health."""
+"""The shared app factory: errors, request ids, route-template metrics, health, fault admin."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from shared.core.errors import Conflict, NotFound
 from shared.core.settings import BaseServiceSettings
 from shared.http.app import create_app
+from shared.runtime.resources import Resources
 
 router = APIRouter()
 
@@ -74,3 +75,38 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {}
+
+
+async def test_fault_admin_needs_the_bearer_token() -> None:
+    token = "fault-test-admin-token"
+    settings = BaseServiceSettings(fault_admin_token=token)
+    app = create_app(service="t", settings=settings)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            missing = await c.get("/admin/fault")
+            malformed = await c.get("/admin/fault", headers={"Authorization": token})
+            wrong = await c.get("/admin/fault", headers={"Authorization": "Bearer not-it"})
+            right = {"Authorization": f"Bearer {token}"}
+            changed = await c.put("/admin/fault", json={"delay_seconds": 0.01}, headers=right)
+    for refused in (missing, malformed):
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert (wrong.status_code, wrong.json()["error"]) == (403, "forbidden")
+    assert changed.json() == {"delay_seconds": 0.01}
+
+
+async def test_fault_admin_without_a_token_is_not_there() -> None:
+    app = create_app(service="t", settings=BaseServiceSettings(fault_delay_seconds=0.001))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/admin/fault", headers={"Authorization": "Bearer anything-at-all"})
+    assert r.status_code == 404
+
+
+def test_one_signer_per_process_and_no_outbox_unless_started() -> None:
+    res = Resources(BaseServiceSettings())
+
+    assert res.signer is res.signer
+    with pytest.raises(RuntimeError):
+        res.need_outbox()

@@ -99,7 +99,7 @@ async def test_everything_else_goes_to_the_framework(server: Running) -> None:
         config = await client.get("/")
         whoami = await client.get("/whoami")
         unauthorized = await client.post("/config", json={"ratio": 3})
-        admin = {"X-Admin-Token": DEV_ADMIN_TOKEN}
+        admin = {"Authorization": f"Bearer {DEV_ADMIN_TOKEN}"}
         invalid = await client.post("/config", json={"ratio": 0}, headers=admin)
         no_database = await client.post("/config", json={"ratio": 3}, headers=admin)
         missing = await client.get("/nowhere")
