@@ -13,17 +13,17 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from services.edge.metrics import TALLY
 from services.edge.service import Edge, TooLarge
 from shared.core.errors import AppError
-from shared.core.signing import Credentials
-from shared.http.ranges import evaluate
+from shared.core.signing import DELIVERY_PREFIX, Credentials
+from shared.http.ranges import RequestHeaders, evaluate
 
-PREFIX = "/origin/"
+PREFIX = DELIVERY_PREFIX
 CHUNK_BYTES = 1024 * 1024
 _RELAYED_HEADERS = (
     "content-type",
@@ -34,10 +34,6 @@ _RELAYED_HEADERS = (
     "cache-control",
     "accept-ranges",
 )
-
-
-class Headers(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -60,7 +56,12 @@ class Reply:
 
 
 async def answer(
-    edge: Edge, credentials: Credentials, method: str, path: str, query: str, headers: Headers
+    edge: Edge,
+    credentials: Credentials,
+    method: str,
+    path: str,
+    query: str,
+    headers: RequestHeaders,
 ) -> Reply:
     """The response to ``method path?query`` under ``/origin/``."""
     base = [("x-edge-id", edge.edge_id)]
@@ -68,7 +69,7 @@ async def answer(
         body = {"error": "method_not_allowed", "detail": "objects are read with GET or HEAD"}
         return _json(405, body, [*base, ("allow", "GET, HEAD")])
     try:
-        key, _ = credentials.check(path[len(PREFIX) :], query, time.time())
+        key = credentials.check(path, query, time.time()).key
     except AppError as exc:
         TALLY.results["denied" if exc.status == 403 else "error"] += 1
         return _error(exc, base)
@@ -118,7 +119,9 @@ async def answer(
     return Reply(status, out, whole if length == len(whole) else whole[start : end + 1], result)
 
 
-async def _relay(edge: Edge, key: str, headers: Headers, base: list[tuple[str, str]]) -> Reply:
+async def _relay(
+    edge: Edge, key: str, headers: RequestHeaders, base: list[tuple[str, str]]
+) -> Reply:
     """Stream an object too big to store straight from the origin."""
     try:
         response, close = await edge.relay(key, headers.get("range"))
@@ -135,7 +138,8 @@ async def _relay(edge: Edge, key: str, headers: Headers, base: list[tuple[str, s
 
 
 def _json(status: int, body: dict[str, Any], headers: list[tuple[str, str]]) -> Reply:
-    payload = json.dumps(body).encode()
+    # Rendered as the origin's error handler renders it, so both send the same bytes.
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return Reply(
         status,
         [

@@ -8,7 +8,7 @@ from starlette.routing import Mount
 
 from services.origin import player
 from services.origin.delivery import OriginDelivery
-from services.origin.routes import router
+from services.origin.routes import api_router
 from services.origin.settings import Settings
 from shared.core.signing import Signer
 from shared.http.app import create_app
@@ -19,15 +19,16 @@ EXPOSED_HEADERS = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "
 def build(settings: Settings | None = None) -> FastAPI:
     """The origin app."""
     settings = settings or Settings()
+    # One signer for the whole app: object delivery, signed playlists, stream URLs, posters.
+    signer = Signer(settings.signing_keys, settings.signing_key_id)
     app = create_app(
         service="origin",
         settings=settings,
-        routers=[router, player.router],
+        routers=[api_router(signer), player.router],
         uses={"db", "redis", "storage"},
     )
     # First in the route table: every segment request takes this path, so it should not be
     # matched against every API route before it.
-    signer = Signer(settings.signing_keys, settings.signing_key_id)
     delivery = OriginDelivery(settings, signer)
     app.router.routes.insert(0, Mount("/origin", app=delivery, name="origin"))
     app.mount("/player/assets", player.assets(), name="player-assets")

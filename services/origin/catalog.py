@@ -9,6 +9,7 @@ from typing import Any
 from services.origin.service import base_url, video_prefix
 from services.origin.settings import Settings
 from shared.core.errors import NotFound
+from shared.core.signing import Signer
 from shared.db.models import Video, VideoState
 from shared.db.repositories import VideoRepository
 from shared.runtime.resources import Resources
@@ -18,11 +19,11 @@ from shared.videos.api import video_view
 log = logging.getLogger(__name__)
 
 
-def _entry(res: Resources, settings: Settings, video: Video, request_base: str) -> dict[str, Any]:
+def _entry(signer: Signer, settings: Settings, video: Video, request_base: str) -> dict[str, Any]:
     """Catalog fields beyond the common view: a short-lived signed poster URL."""
     poster_url = None
     if video.poster_key and video.state == VideoState.ready.value:
-        poster_url = res.signer.signed_url(
+        poster_url = signer.signed_url(
             base_url(settings, request_base), video.poster_key, settings.origin_playlist_ttl_seconds
         )
     return {"poster_url": poster_url}
@@ -37,6 +38,7 @@ async def _live_progress(res: Resources, video: Video) -> dict[str, Any]:
 async def list_videos(
     res: Resources,
     settings: Settings,
+    signer: Signer,
     request_base: str,
     *,
     query: str | None,
@@ -55,7 +57,7 @@ async def list_videos(
     items = [
         {
             **video_view(video, await _live_progress(res, video)),
-            **_entry(res, settings, video, request_base),
+            **_entry(signer, settings, video, request_base),
         }
         for video in videos
     ]
@@ -63,13 +65,13 @@ async def list_videos(
 
 
 async def video_details(
-    res: Resources, settings: Settings, video_id: uuid.UUID, request_base: str
+    res: Resources, settings: Settings, signer: Signer, video_id: uuid.UUID, request_base: str
 ) -> dict[str, Any]:
     """State, metadata, renditions and live progress of one video."""
     async with res.need_db().session() as session:
         video = await VideoRepository(session).get(video_id)
     live = await progress.latest(res.redis, video_id) if res.redis else {}
-    return {**video_view(video, live), **_entry(res, settings, video, request_base)}
+    return {**video_view(video, live), **_entry(signer, settings, video, request_base)}
 
 
 async def delete_video(res: Resources, video_id: uuid.UUID) -> int:

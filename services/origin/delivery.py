@@ -23,13 +23,13 @@ from starlette.types import Receive, Scope, Send
 
 from services.origin import service
 from services.origin.settings import Settings
-from shared.core.signing import TOKEN_SEGMENT, Credentials, Signer
+from shared.core.signing import DELIVERY_PREFIX, TOKEN_SEGMENT, Credentials, Signer
 from shared.http.delivery import plan_body, send_object, send_plan
 from shared.runtime.resources import Resources
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-PREFIX = "/origin/"
-TOKEN_PREFIX = TOKEN_SEGMENT + "/"
+PREFIX = DELIVERY_PREFIX
+TOKEN_PREFIX = f"{PREFIX}{TOKEN_SEGMENT}/"
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,10 @@ class OriginDelivery:
         path = scope["path"]
         if not path.startswith(PREFIX):
             raise HTTPException(404)
-        rest = path[len(PREFIX) :]
-        by_token = rest.startswith(TOKEN_PREFIX)
-        scope["route"] = TOKEN_ROUTE if by_token else QUERY_ROUTE
-        key, by_token = self.credentials.check(
-            rest, scope["query_string"].decode("latin-1"), time.time()
+        # Labelled before the check, so refused requests are counted under their route too.
+        scope["route"] = TOKEN_ROUTE if path.startswith(TOKEN_PREFIX) else QUERY_ROUTE
+        key, _, by_token = self.credentials.check(
+            path, scope["query_string"].decode("latin-1"), time.time()
         )
         store = res.need_store()
         if not key.endswith(".m3u8"):

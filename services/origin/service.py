@@ -89,6 +89,7 @@ async def ready_video(res: Resources, video_id: uuid.UUID) -> Video:
 async def stream_urls(
     res: Resources,
     settings: Settings,
+    signer: Signer,
     video_id: uuid.UUID,
     request_base: str,
     mode: StreamMode | None = None,
@@ -97,7 +98,6 @@ async def stream_urls(
     video = await ready_video(res, video_id)
     assert video.master_key is not None  # ready_video checked it
     mode = mode or settings.origin_stream_mode
-    signer = res.signer
     life = children_ttl(settings.origin_playlist_ttl_seconds, video.duration_seconds or 0)
     base = base_url(settings, request_base)
     prefix = playback_prefix(video.master_key)

@@ -24,12 +24,15 @@ import hmac
 import re
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlencode
 
 from shared.core.errors import BadRequest, Forbidden
 from shared.core.keys import check_key
 
 TOKEN_SEGMENT = "t"
+# Where origin and edges serve objects: ``/origin/<object path>`` or ``/origin/t/<token>/...``.
+DELIVERY_PREFIX = "/origin/"
 # A signature is the hex of an HMAC-SHA256; anything else is refused before any HMAC is made.
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
@@ -179,11 +182,16 @@ class Signer:
         raise Forbidden("invalid token")
 
 
-def request_key(
-    signer: Signer, rest: str, query_string: str, *, now: float | None = None
-) -> tuple[str, int, bool]:
-    """The object key a delivery request names, its credential's expiry, and whether a path
-    token (rather than a query signature) carried it.
+class Grant(NamedTuple):
+    """What a verified delivery credential opens: one object, until ``exp``."""
+
+    key: str
+    exp: int
+    by_token: bool  # a path token rather than a query signature
+
+
+def request_key(signer: Signer, rest: str, query_string: str, *, now: float | None = None) -> Grant:
+    """The object a delivery request names, once its credential verified.
 
     ``rest`` is the request path after the delivery prefix (``/origin/``). Raises Forbidden for
     a missing, expired or forged credential and BadRequest for a path that names no object.
@@ -193,7 +201,7 @@ def request_key(
         token, key = token_path
         check_key(key)
         signer.verify_token_path(token, key, now=now)
-        return key, int(token.split(".", 2)[1]), True
+        return Grant(key, int(token.split(".", 2)[1]), True)
     if rest.startswith(TOKEN_SEGMENT + "/"):
         raise BadRequest("a path token must be followed by an object path")
     check_key(rest)
@@ -205,7 +213,7 @@ def request_key(
         query.get("kid", [None])[0],
         now=now,
     )
-    return rest, exp, False
+    return Grant(rest, exp, False)
 
 
 class Credentials:
@@ -216,23 +224,30 @@ class Credentials:
     URL never matches a live entry and is verified (and refused) in full.
     """
 
-    def __init__(self, signer: Signer, max_entries: int = 8192) -> None:
+    def __init__(
+        self, signer: Signer, *, prefix: str = DELIVERY_PREFIX, max_entries: int = 8192
+    ) -> None:
         self.signer = signer
+        self.prefix = prefix
         self.max_entries = max_entries
-        self._verified: dict[tuple[str, str], tuple[str, int, bool]] = {}
+        self._verified: dict[tuple[str, str], Grant] = {}
 
-    def check(self, rest: str, query_string: str, now: float) -> tuple[str, bool]:
-        """The object key of a request whose credential is valid now, and whether it came by
-        path token; raises like ``request_key``."""
-        request = (rest, query_string)
+    def check(self, path: str, query_string: str, now: float) -> Grant:
+        """The grant of a request for ``path`` (under ``prefix``) whose credential is valid now;
+        raises like ``request_key``."""
+        # Keyed by the path as the server gave it: a hit neither copies nor re-hashes a slice.
+        request = (path, query_string)
         known = self._verified.get(request)
         if known is not None:
-            if known[1] >= int(now):
-                return known[0], known[2]
+            if known.exp >= int(now):
+                # The remembered grant itself: a hit allocates nothing.
+                return known
             del self._verified[request]
-        verified = request_key(self.signer, rest, query_string, now=now)
+        if not path.startswith(self.prefix):
+            raise BadRequest(f"objects are served under {self.prefix}")
+        verified = request_key(self.signer, path[len(self.prefix) :], query_string, now=now)
         if len(self._verified) >= self.max_entries:
             # Oldest first: dictionaries keep insertion order.
             del self._verified[next(iter(self._verified))]
         self._verified[request] = verified
-        return verified[0], verified[2]
+        return verified

@@ -165,13 +165,31 @@ def test_credentials_remember_what_verified_until_it_expires() -> None:
     signed = s.sign(key, 60, now=1_000_000)
     creds = Credentials(s, max_entries=2)
     now = signed.exp - 30
-    assert creds.check(key, signed.query(), now) == (key, False)
-    assert creds.check(key, signed.query(), now + 1) == (key, False)
+    path = f"/origin/{key}"
+    first = creds.check(path, signed.query(), now)
+    assert first == (key, signed.exp, False)
+    # A repeated URL gets the remembered grant back, without verifying again.
+    assert creds.check(path, signed.query(), now + 1) is first
     with pytest.raises(Forbidden):
-        creds.check(key, signed.query(), signed.exp + 1)
+        creds.check(path, signed.query(), signed.exp + 1)
     forged = signed.query().replace("sig=", "sig=f")
     with pytest.raises(Forbidden):
-        creds.check(key, forged, now)
+        creds.check(path, forged, now)
+
+
+def test_credentials_take_either_credential_under_their_prefix_only() -> None:
+    s = signer()
+    key = "videos/v/hls/720p/seg_00001.m4s"
+    creds = Credentials(s, prefix="/cdn/")
+    token = s.make_token("videos/v/", 60)
+    assert creds.check(f"/cdn/t/{token}/{key}", "", time.time()) == (
+        key,
+        int(token.split(".")[1]),
+        True,
+    )
+    # The same signature, reached by any other path, is not a request for the object.
+    with pytest.raises(BadRequest):
+        creds.check(f"/xxxx/{key}", s.sign(key, 60).query(), time.time())
 
 
 @pytest.mark.parametrize("sig", ["\u00e9", "A" * 64, "0" * 63, "0" * 65, "zz" * 32, "0" * 10_000])
