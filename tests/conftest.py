@@ -5,8 +5,8 @@ queue prefix on RabbitMQ (deleted at the end) and its own object-store folder, a
 environment variables so that in-process code and spawned service processes agree.
 
 A test's folder is its marker: tests/unit (``unit``: starts nothing), tests/integration
-(``integration``: infrastructure and in-process apps only) and tests/e2e (``e2e``: our services
-as real processes).
+(``integration``: infrastructure and in-process apps only), tests/e2e (``e2e``: our services
+as real processes) and tests/security (``security``: hostile requests against real services).
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ from tests.support.processes import Processes
 RUN_ID = f"{os.getpid()}{uuid.uuid4().hex[:6]}"
 DB_NAME = f"vsp_test_{RUN_ID}"
 TESTS = Path(__file__).parent
-FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "security": "security",
+}
 
 
 @pytest.hookimpl(tryfirst=True)
