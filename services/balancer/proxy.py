@@ -41,8 +41,10 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-# Not passed on to the backend: the balancer sets its own request id and forwarding header.
-_NOT_FORWARDED = HOP_BY_HOP | {b"x-request-id", b"x-forwarded-for"}
+# Not passed on to the backend: the balancer sets its own request id and forwarding header, and
+# a viewer's body (read whole by the front) is not forwarded, so neither is a length claiming
+# one: the backend would wait for it, or read the next request on the connection as it.
+_NOT_FORWARDED = HOP_BY_HOP | {b"x-request-id", b"x-forwarded-for", b"content-length"}
 # Not passed back to the viewer: framing is the balancer's own, and so is the request id.
 _NOT_PASSED_BACK = HOP_BY_HOP | {b"x-request-id"}
 PROXY_ROUTE = "/{path:path}"

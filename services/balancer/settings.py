@@ -90,6 +90,11 @@ class Settings(BaseServiceSettings):
         description="Time to send a request's head, then each part of its body (408)",
     )
     balancer_keep_alive_seconds: float = Field(default=Limits.keep_alive_seconds, gt=0)
+    balancer_send_timeout_seconds: float = Field(
+        default=Limits.send_timeout_seconds,
+        gt=0,
+        description="Time a client may leave an answer untaken before it is cut off",
+    )
 
     @field_validator("balancer_backends", mode="before")
     @classmethod
@@ -125,6 +130,7 @@ class Settings(BaseServiceSettings):
             body_bytes=self.balancer_max_body_bytes,
             header_timeout_seconds=self.balancer_header_timeout_seconds,
             keep_alive_seconds=self.balancer_keep_alive_seconds,
+            send_timeout_seconds=self.balancer_send_timeout_seconds,
         )
 
     @property

@@ -6,7 +6,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.chunked_upload.page import router as page_router
+from services.chunked_upload.limits import RequestHeadLimits
+from services.chunked_upload.page import page_router
 from services.chunked_upload.routes import BASE_PATH
 from services.chunked_upload.routes import router as tus_router
 from services.chunked_upload.service import UploadLimits
@@ -87,12 +88,18 @@ def build(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         service="chunked_upload",
         settings=settings,
-        routers=[tus_router, page_router, video_router],
+        routers=[tus_router, page_router(settings.chunked_upload_page_endpoints), video_router],
         uses={"db", "redis", "mq", "storage"},
         on_startup=[start_outbox, start_sweeper],
         on_shutdown=[stop_sweeper, stop_outbox],
     )
     app.state.upload_limits = limits
+    app.add_middleware(
+        RequestHeadLimits,
+        max_target_bytes=settings.chunked_upload_max_target_bytes,
+        max_header_bytes=settings.chunked_upload_max_header_bytes,
+        max_headers=settings.chunked_upload_max_headers,
+    )
     app.add_middleware(TusResumableHeader)
     # Outermost, so preflights are answered before anything else; a tus OPTIONS without
     # Access-Control-Request-Method still reaches the protocol's own capability answer.

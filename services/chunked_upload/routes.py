@@ -29,11 +29,17 @@ from services.chunked_upload.tus import (
 from shared.core.errors import BadRequest, UnsupportedMediaType
 from shared.db.models import Upload
 from shared.http.app import resources
+from shared.http.openapi import error_responses
 from shared.runtime.resources import Resources
 
 BASE_PATH = "/files"
 
-router = APIRouter(prefix=BASE_PATH, tags=["tus"])
+# The protocol's refusals (tus 1.0.0 and its extensions), on top of those every route declares.
+router = APIRouter(
+    prefix=BASE_PATH,
+    tags=["tus"],
+    responses=error_responses(403, 404, 409, 410, 412, 413, 415, 423, 431, 460),
+)
 
 Res = Annotated[Resources, Depends(resources)]
 TusResumable = Annotated[str | None, Header(alias="Tus-Resumable")]
@@ -99,8 +105,13 @@ async def capabilities(limits: Limits) -> Response:
 async def create(request: Request, res: Res, limits: Limits, tus: TusResumable = None) -> Response:
     """Creation (with upload, deferred length) and the final upload of a concatenation."""
     check_version(tus)
+    # Every header is parsed before anything is recorded: a refusal leaves nothing behind.
     headers = request.headers
-    metadata = parse_metadata(headers.get("upload-metadata"))
+    metadata = parse_metadata(
+        headers.get("upload-metadata"),
+        max_bytes=limits.metadata_max_bytes,
+        max_pairs=limits.metadata_max_pairs,
+    )
     concat = parse_concat(headers.get("upload-concat"), BASE_PATH)
     length = parse_non_negative("Upload-Length", headers.get("upload-length"))
     defer = headers.get("upload-defer-length")
@@ -109,6 +120,8 @@ async def create(request: Request, res: Res, limits: Limits, tus: TusResumable =
     carries_body = _content_type(request) == OFFSET_CONTENT_TYPE
     if not carries_body and _has_body(request) and _content_type(request):
         raise UnsupportedMediaType(f"a creation body must be {OFFSET_CONTENT_TYPE}")
+    checksum = parse_checksum(headers.get("upload-checksum"))
+    declared_bytes = parse_non_negative("Content-Length", headers.get("content-length"))
 
     if concat is not None and concat.kind == "final":
         if length is not None or defer is not None or carries_body:
@@ -130,8 +143,8 @@ async def create(request: Request, res: Res, limits: Limits, tus: TusResumable =
                 upload.id,
                 offset=0,
                 body=_body(request),
-                checksum=parse_checksum(headers.get("upload-checksum")),
-                declared_bytes=parse_non_negative("Content-Length", headers.get("content-length")),
+                checksum=checksum,
+                declared_bytes=declared_bytes,
             )
     return Response(
         status_code=201,
@@ -165,18 +178,22 @@ async def patch(
     check_version(tus)
     if _content_type(request) != OFFSET_CONTENT_TYPE:
         raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
-    offset = parse_non_negative("Upload-Offset", request.headers.get("upload-offset"))
+    headers = request.headers
+    offset = parse_non_negative("Upload-Offset", headers.get("upload-offset"))
     if offset is None:
         raise BadRequest("Upload-Offset is required")
+    checksum = parse_checksum(headers.get("upload-checksum"))
+    length = parse_non_negative("Upload-Length", headers.get("upload-length"))
+    declared_bytes = parse_non_negative("Content-Length", headers.get("content-length"))
     upload = await service.append(
         res,
         limits,
         upload_id,
         offset=offset,
         body=_body(request),
-        checksum=parse_checksum(request.headers.get("upload-checksum")),
-        length=parse_non_negative("Upload-Length", request.headers.get("upload-length")),
-        declared_bytes=parse_non_negative("Content-Length", request.headers.get("content-length")),
+        checksum=checksum,
+        length=length,
+        declared_bytes=declared_bytes,
     )
     return Response(status_code=204, headers=_offset_headers(upload))
 

@@ -17,7 +17,12 @@ from datetime import UTC, datetime, timedelta
 from services.chunked_upload.lock import upload_lock
 from services.chunked_upload.parts import append_body, choose_part_bytes, tails_prefix
 from services.chunked_upload.settings import Settings
-from services.chunked_upload.tus import Checksum, Concat
+from services.chunked_upload.tus import (
+    METADATA_MAX_BYTES,
+    METADATA_MAX_PAIRS,
+    Checksum,
+    Concat,
+)
 from shared.core.errors import (
     BadRequest,
     Conflict,
@@ -32,6 +37,7 @@ from shared.db.upload_repository import UploadRepository
 from shared.runtime.resources import Resources
 from shared.videos import progress
 from shared.videos.ingest import SourceMetadata, finalize_source, reject_progress, source_key
+from shared.videos.metadata import OTHER_VALUE_MAX_CHARS, MetadataInput, check_text
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ class UploadLimits:
     part_bytes: int
     expiry: timedelta
     lock_ttl_seconds: float
+    metadata_max_bytes: int = METADATA_MAX_BYTES
+    metadata_max_pairs: int = METADATA_MAX_PAIRS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadLimits:
@@ -52,24 +60,28 @@ class UploadLimits:
             part_bytes=settings.chunked_upload_part_bytes,
             expiry=timedelta(seconds=settings.chunked_upload_expiry_seconds),
             lock_ttl_seconds=settings.chunked_upload_lock_ttl_seconds,
+            metadata_max_bytes=settings.chunked_upload_metadata_max_bytes,
+            metadata_max_pairs=settings.chunked_upload_metadata_max_pairs,
         )
 
 
+_VIDEO_KEYS = ("title", "description", "tags", "filename")
+
+
 def source_metadata(metadata: dict[str, str]) -> SourceMetadata:
-    """Video metadata from tus Upload-Metadata (filename or name, title, description, tags)."""
-    tags = [t.strip() for t in metadata.get("tags", "").split(",") if t.strip()]
-    if len(tags) > 32 or any(len(t) > 64 for t in tags):
-        raise BadRequest("at most 32 tags of at most 64 characters each")
-    filename = metadata.get("filename") or metadata.get("name") or None
-    title = metadata.get("title", "")
-    if len(title) > 200 or (filename and len(filename) > 255):
-        raise BadRequest("title is limited to 200 characters and filename to 255")
-    return SourceMetadata(
-        title=title,
-        description=metadata.get("description", "")[:5000],
-        tags=tags,
-        filename=filename,
-    )
+    """Video metadata from tus Upload-Metadata (filename or name, title, description, tags).
+
+    Every other value is kept with the upload (HEAD reports it), so it is checked too.
+    """
+    for key, value in metadata.items():
+        if key not in _VIDEO_KEYS:
+            check_text(f"Upload-Metadata {key}", value, OTHER_VALUE_MAX_CHARS)
+    return MetadataInput(
+        title=metadata.get("title", ""),
+        description=metadata.get("description", ""),
+        tags=metadata.get("tags", ""),
+        filename=metadata.get("filename") or metadata.get("name") or "",
+    ).checked()
 
 
 def is_expired(upload: Upload, now: datetime | None = None) -> bool:
@@ -287,6 +299,7 @@ async def concatenate(
     res: Resources, limits: UploadLimits, partial_ids: list[uuid.UUID], metadata: dict[str, str]
 ) -> Upload:
     """Concatenation extension: join finished partial uploads, in order, into a new video."""
+    meta = source_metadata(metadata)
     async with res.need_db().session() as session:
         partials = await UploadRepository(session).get_many(partial_ids)
     for partial in partials:
@@ -302,7 +315,6 @@ async def concatenate(
             f"the partial uploads add up to {total} bytes, over the maximum of {limits.max_bytes}",
             max_bytes=limits.max_bytes,
         )
-    meta = source_metadata(metadata)
     upload_id = uuid.uuid4()
     key = source_key(upload_id)
     async with res.need_db().session() as session:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
 
+from pydantic import Field, field_validator, model_validator
+
+from services.chunked_upload.tus import METADATA_MAX_BYTES, METADATA_MAX_PAIRS
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
 
@@ -27,3 +30,54 @@ class Settings(BaseServiceSettings):
         gt=0,
         description="How long a writer's lock outlives a crashed writer; refreshed while writing",
     )
+    chunked_upload_metadata_max_bytes: int = Field(
+        default=METADATA_MAX_BYTES,
+        ge=1024,
+        description="Upload-Metadata as sent (base64): room for a 5,000-character description",
+    )
+    chunked_upload_metadata_max_pairs: int = Field(default=METADATA_MAX_PAIRS, ge=5)
+    chunked_upload_max_target_bytes: int = Field(
+        default=4096, ge=1024, description="Request path and query string; more is a JSON 414"
+    )
+    chunked_upload_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=4096,
+        description="Request header names and values together; more is a JSON 431",
+    )
+    chunked_upload_max_headers: int = Field(
+        default=64, ge=16, description="Request headers; more is a JSON 431 (Granian stops at 100)"
+    )
+    chunked_upload_http1_buffer_bytes: int = Field(
+        default=64 * 1024,
+        description=(
+            "Granian's HTTP/1.1 read buffer: a request line and headers that do not fit get "
+            "Granian's own 431 before the app runs; also the largest body chunk the app receives"
+        ),
+    )
+    chunked_upload_page_endpoints: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Absolute tus endpoints besides this service's own the upload page may send to "
+            "when its address names one (?endpoint=)"
+        ),
+    )
+
+    @field_validator("chunked_upload_page_endpoints")
+    @classmethod
+    def _absolute_http(cls, endpoints: list[str]) -> list[str]:
+        for endpoint in endpoints:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{endpoint!r} is not an absolute http(s) URL")
+        return endpoints
+
+    @model_validator(mode="after")
+    def _headers_fit_the_buffer(self) -> Settings:
+        # Below the server's own limit, so that an oversized header block hears a JSON 431.
+        head = self.chunked_upload_max_target_bytes + self.chunked_upload_max_header_bytes
+        if head + 8192 > self.chunked_upload_http1_buffer_bytes:
+            raise ValueError(
+                "CHUNKED_UPLOAD_HTTP1_BUFFER_BYTES must exceed CHUNKED_UPLOAD_MAX_TARGET_BYTES "
+                "and CHUNKED_UPLOAD_MAX_HEADER_BYTES together by 8 KiB at least"
+            )
+        return self

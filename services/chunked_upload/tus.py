@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,7 +13,7 @@ from email.utils import format_datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from shared.core.errors import BadRequest, PreconditionFailed
+from shared.core.errors import BadRequest, HeadersTooLarge, PreconditionFailed
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = (
@@ -26,6 +27,13 @@ EXTENSIONS = (
 )
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+# Up to a signed 64-bit integer's width (the columns are BIGINT), which also keeps int() cheap.
+_INTEGER = re.compile(r"[0-9]{1,19}")
+# The spec forbids spaces and commas in a key and wants ASCII; an RFC 9110 token is that.
+_METADATA_KEY = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+MAX_PARTIALS = 100
+METADATA_MAX_BYTES = 8 * 1024
+METADATA_MAX_PAIRS = 16
 
 
 def check_version(header: str | None) -> None:
@@ -42,26 +50,41 @@ def parse_non_negative(name: str, header: str | None) -> int | None:
     if header is None:
         return None
     value = header.strip()
-    if not value.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer, got {header!r}")
+    if _INTEGER.fullmatch(value) is None:
+        raise BadRequest(f"{name} must be a non-negative integer of at most 19 digits")
     return int(value)
 
 
-def parse_metadata(header: str | None) -> dict[str, str]:
+def parse_metadata(
+    header: str | None,
+    *,
+    max_bytes: int = METADATA_MAX_BYTES,
+    max_pairs: int = METADATA_MAX_PAIRS,
+) -> dict[str, str]:
     """Upload-Metadata: comma-separated ``key base64value`` pairs (the value may be absent)."""
     result: dict[str, str] = {}
     if not header or not header.strip():
         return result
-    for item in header.split(","):
+    if len(header) > max_bytes:  # decoded as latin-1: one character per byte
+        raise HeadersTooLarge(f"Upload-Metadata is limited to {max_bytes} bytes")
+    items = header.split(",")
+    if len(items) > max_pairs:
+        raise BadRequest(f"Upload-Metadata is limited to {max_pairs} pairs")
+    for item in items:
         pieces = item.strip().split(" ")
         key = pieces[0]
-        if not key or len(pieces) > 2 or key in result:
-            raise BadRequest(f"malformed Upload-Metadata item {item.strip()!r}")
+        if len(pieces) > 2 or _METADATA_KEY.fullmatch(key) is None:
+            raise BadRequest(
+                "malformed Upload-Metadata: each pair is a key (a token of at most 64 "
+                "characters) and an optional base64 value, separated by one space"
+            )
+        if key in result:
+            raise BadRequest(f"Upload-Metadata key {key} is sent twice")
         try:
             raw = base64.b64decode(pieces[1], validate=True) if len(pieces) == 2 else b""
             result[key] = raw.decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise BadRequest(f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
+            raise BadRequest(f"Upload-Metadata value of {key} is not base64 UTF-8") from None
     return result
 
 
@@ -89,8 +112,7 @@ def parse_checksum(header: str | None) -> Checksum | None:
     algorithm, _, value = header.strip().partition(" ")
     if algorithm not in CHECKSUM_ALGORITHMS:
         raise BadRequest(
-            f"unsupported checksum algorithm {algorithm!r}; "
-            f"use one of {', '.join(CHECKSUM_ALGORITHMS)}"
+            f"unsupported Upload-Checksum algorithm; use one of {', '.join(CHECKSUM_ALGORITHMS)}"
         )
     try:
         digest = base64.b64decode(value.strip(), validate=True)
@@ -109,14 +131,14 @@ class Concat:
 
 def upload_id_from_url(url: str, base_path: str) -> uuid.UUID:
     """The upload id at the end of an upload URL, absolute or relative."""
-    path = urlsplit(url).path
     prefix = base_path.rstrip("/") + "/"
-    if not path.startswith(prefix):
-        raise BadRequest(f"{url!r} is not an upload of this server")
     try:
-        return uuid.UUID(path[len(prefix) :].strip("/"))
-    except ValueError:
-        raise BadRequest(f"{url!r} is not an upload of this server") from None
+        path = urlsplit(url).path
+        if path.startswith(prefix):
+            return uuid.UUID(path[len(prefix) :].strip("/"))
+    except ValueError:  # not a URL, or no upload id at its end
+        pass
+    raise BadRequest("an upload URL that is not of this server")
 
 
 def parse_concat(header: str | None, base_path: str) -> Concat | None:
@@ -126,10 +148,13 @@ def parse_concat(header: str | None, base_path: str) -> Concat | None:
     value = header.strip()
     if value == "partial":
         return Concat("partial")
-    kind, sep, urls = value.partition(";")
-    if kind != "final" or not sep or not urls.split():
+    kind, sep, joined = value.partition(";")
+    urls = joined.split()
+    if kind != "final" or not sep or not urls:
         raise BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
-    ids = [upload_id_from_url(url, base_path) for url in urls.split()]
+    if len(urls) > MAX_PARTIALS:
+        raise BadRequest(f"Upload-Concat joins at most {MAX_PARTIALS} partial uploads")
+    ids = [upload_id_from_url(url, base_path) for url in urls]
     if len(set(ids)) != len(ids):
         raise BadRequest("Upload-Concat lists the same partial upload twice")
     return Concat("final", ids)

@@ -18,7 +18,7 @@ def build(settings: Settings | None = None) -> EdgeRSGI:
     """The edge under Granian: the RSGI object route in front of the platform app."""
     settings = settings or Settings()
     # One signer for the object route and the edge's own origin requests.
-    signer = Signer(settings.signing_keys, settings.signing_key_id)
+    signer = Signer.from_settings(settings)
     return EdgeRSGI(platform_app(settings, signer), signer)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from services.edge.metrics import TALLY
-from services.edge.service import Edge, TooLarge
+from services.edge.service import Edge, KnownMissing, TooLarge
 from shared.core.errors import AppError
 from shared.core.signing import DELIVERY_PREFIX, Credentials
 from shared.http.ranges import RequestHeaders, evaluate
@@ -77,6 +77,10 @@ async def answer(
         served = await edge.get(key)
     except TooLarge:
         return await _relay(edge, key, headers, base)
+    except KnownMissing as exc:
+        # A 404 the edge remembers: answered from its cache, like nginx's cached 404s.
+        TALLY.results["negative"] += 1
+        return _error(exc, [*base, ("x-cache", "HIT")])
     except AppError as exc:
         TALLY.results["error"] += 1
         return _error(exc, [*base, ("x-cache", "MISS")])
@@ -135,6 +139,11 @@ async def _relay(
         if value is not None:
             out.append((name, value))
     return Reply(response.status_code, out, result="pass", relay=response, close=close)
+
+
+def unexpected(edge: Edge) -> Reply:
+    """The answer to a request that failed unexpectedly: the origin's 500, nothing internal."""
+    return _error(AppError("an unexpected error occurred"), [("x-edge-id", edge.edge_id)])
 
 
 def _json(status: int, body: dict[str, Any], headers: list[tuple[str, str]]) -> Reply:

@@ -8,7 +8,18 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.http.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS
 
-RESULTS = ("hit", "miss", "stale", "coalesced", "revalidated", "pass", "denied", "error")
+# "negative": a 404 answered from the edge's memory of keys the origin does not have.
+RESULTS = (
+    "hit",
+    "miss",
+    "stale",
+    "coalesced",
+    "revalidated",
+    "pass",
+    "denied",
+    "error",
+    "negative",
+)
 # Results served without fetching the body from the origin for this request.
 _SERVED_FROM_CACHE = ("hit", "stale", "coalesced", "revalidated")
 

@@ -9,6 +9,7 @@ they go through a small bridge to the FastAPI app, whose lifespan runs in Grania
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -18,10 +19,12 @@ from granian._granian import RSGIHTTPProtocol as HTTPProtocol
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 from granian.rsgi import Scope
 
-from services.edge.hotpath import CHUNK_BYTES, PREFIX, Reply, answer
+from services.edge.hotpath import CHUNK_BYTES, PREFIX, Reply, answer, unexpected
 from services.edge.metrics import TALLY
 from services.edge.service import Edge
 from shared.core.signing import Credentials, Signer
+
+log = logging.getLogger(__name__)
 
 
 class EdgeRSGI:
@@ -56,14 +59,18 @@ class EdgeRSGI:
         TALLY.in_progress += 1
         status = 500
         try:
-            reply = await answer(
-                self._edge,
-                self._credentials,
-                method,
-                scope.path,
-                scope.query_string,
-                scope.headers,
-            )
+            try:
+                reply = await answer(
+                    self._edge,
+                    self._credentials,
+                    method,
+                    scope.path,
+                    scope.query_string,
+                    scope.headers,
+                )
+            except Exception:
+                log.exception("an object request failed")
+                reply = unexpected(self._edge)
             status = reply.status
             if reply.relay is not None:
                 await _send_relay(proto, reply, method)

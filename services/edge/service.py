@@ -20,7 +20,7 @@ import httpx
 from services.edge import metrics
 from services.edge.freshness import Policy, policy_for
 from services.edge.settings import Settings
-from services.edge.store import DiskStore, Entry, MemoryTier
+from services.edge.store import DiskStore, Entry, MemoryTier, NegativeCache
 from shared.core.errors import (
     AppError,
     GatewayTimeout,
@@ -34,11 +34,19 @@ from shared.media import hls
 log = logging.getLogger(__name__)
 
 HIT, MISS, STALE, COALESCED, REVALIDATED = "HIT", "MISS", "STALE", "COALESCED", "REVALIDATED"
+# What viewers read when the origin fails them; the details go to metrics and the log.
+_NOT_AT_ORIGIN = "no such object at the origin"
+_TIMEOUT = "the origin did not answer in time"
+_UNREACHABLE = "the origin is unreachable and no cached copy can be served"
 _NEXT_SEGMENT = re.compile(r"^(.*?)(\d+)(\.(?:m4s|ts))$")
 
 
 class TooLarge(Exception):
     """The object exceeds what the edge stores; it is relayed instead."""
+
+
+class KnownMissing(NotFound):
+    """The origin answered 404 for the key moments ago; it is not asked again yet."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,9 @@ class Edge:
         self.disk = DiskStore(settings.edge_cache_dir, settings.edge_cache_max_bytes)
         self.memory = MemoryTier(
             settings.edge_memory_max_bytes, settings.edge_memory_max_object_bytes
+        )
+        self.missing = NegativeCache(
+            settings.edge_negative_ttl_seconds, settings.edge_negative_max_entries
         )
         self.timeout = httpx.Timeout(
             settings.edge_origin_timeout_seconds,
@@ -105,6 +116,8 @@ class Edge:
             if entry.within_swr(now):
                 self._spawn_fill(key, entry, "revalidate")
                 return Served(entry, self.memory.get(key), STALE)
+        elif self.missing.missing(key, time.monotonic()):
+            raise KnownMissing(_NOT_AT_ORIGIN)
         task = self._inflight.get(key)
         joined = task is not None
         if task is None:
@@ -184,6 +197,8 @@ class Edge:
                 outcome = str(response.status_code)
                 if response.status_code == 304 and old is not None:
                     return await self._refreshed(old, response)
+                if response.status_code == 404:
+                    await self._gone(key, old)
                 if response.status_code != 200:
                     raise await _origin_error(key, response)
                 length = int(response.headers.get("content-length") or 0)
@@ -201,14 +216,10 @@ class Edge:
                 body = b"".join(chunks)
         except httpx.TimeoutException:
             outcome = "timeout"
-            raise GatewayTimeout(
-                f"the origin did not answer within {self.settings.edge_origin_timeout_seconds} s"
-            ) from None
-        except httpx.TransportError as exc:
+            raise GatewayTimeout(_TIMEOUT) from None
+        except httpx.TransportError:
             outcome = "unreachable"
-            raise UpstreamUnavailable(
-                f"the origin is unreachable ({type(exc).__name__}); no cached copy to serve"
-            ) from None
+            raise UpstreamUnavailable(_UNREACHABLE) from None
         finally:
             metrics.ORIGIN_FETCHES.labels(reason, outcome).inc()
             metrics.ORIGIN_FETCH_SECONDS.labels(reason).observe(time.perf_counter() - started)
@@ -220,6 +231,13 @@ class Edge:
             await self.disk.remove([key])
             self.memory.drop(key)
         return Served(entry, body, MISS)
+
+    async def _gone(self, key: str, old: Entry | None) -> None:
+        """The origin has no ``key``: remember that for a moment, and drop any stale copy."""
+        self.missing.remember(key, time.monotonic())
+        if old is not None:
+            await self.disk.remove([key])
+            self.memory.drop(key)
 
     def _policy(self, cache_control: str | None) -> Policy:
         return policy_for(
@@ -271,9 +289,9 @@ class Edge:
         try:
             response = await self.http.send(request, stream=True)
         except httpx.TimeoutException:
-            raise GatewayTimeout("the origin did not answer in time") from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"the origin is unreachable ({type(exc).__name__})") from None
+            raise GatewayTimeout(_TIMEOUT) from None
+        except httpx.TransportError:
+            raise UpstreamUnavailable(_UNREACHABLE) from None
         metrics.ORIGIN_FETCHES.labels("relay", str(response.status_code)).inc()
         if response.status_code not in (200, 206):
             error = await _origin_error(key, response)
@@ -291,6 +309,9 @@ class Edge:
             return
         if self.disk.get(following) is not None or following in self._inflight:
             metrics.PREFETCH.labels("already_cached").inc()
+            return
+        if self.missing.missing(following, time.monotonic()):
+            metrics.PREFETCH.labels("not_found").inc()
             return
         task = self._spawn_fill(following, None, "prefetch")
         self._track(self._settle(task, metrics.PREFETCH))
@@ -349,6 +370,8 @@ class Edge:
         keys = set(paths)
         for prefix in prefixes:
             keys.update(k for k in self.disk.keys() if k.startswith(prefix))
+            self.missing.forget([k for k in self.missing.keys() if k.startswith(prefix)])
+        self.missing.forget(paths)
         for key in keys:
             self.memory.drop(key)
         removed = await self.disk.remove(sorted(keys))
@@ -364,16 +387,19 @@ def _age(response: httpx.Response) -> float:
 
 
 async def _origin_error(key: str, response: httpx.Response) -> AppError:
+    """The viewer's error for an origin answer other than 200 or 304; what only operators need
+    to know goes to the log."""
     await response.aread()
-    if response.status_code == 404:
-        return NotFound(f"no object {key!r} at the origin")
-    if response.status_code in (401, 403):
-        return UpstreamUnavailable(
-            "the origin refused the edge's signature; edge and origin signing keys differ"
-        )
-    if response.status_code == 416:
+    status = response.status_code
+    if status == 404:
+        return NotFound(_NOT_AT_ORIGIN)
+    if status == 416:
         return RangeNotSatisfiable(
             "range outside the object",
             headers={"Content-Range": response.headers.get("content-range", "bytes */0")},
         )
-    return UpstreamUnavailable(f"the origin answered {response.status_code} for {key!r}")
+    if status in (401, 403):
+        log.error("the origin refused the edge's signature (%d): are the keys the same?", status)
+    else:
+        log.warning("the origin answered %d for %s", status, key)
+    return UpstreamUnavailable("the origin could not serve the object")

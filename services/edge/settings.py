@@ -35,6 +35,15 @@ class Settings(BaseServiceSettings):
     edge_origin_timeout_seconds: float = Field(default=10, gt=0)
     edge_origin_connect_timeout_seconds: float = Field(default=2, gt=0)
     edge_origin_signature_ttl_seconds: int = Field(default=60, ge=5)
+    edge_negative_ttl_seconds: float = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="How long an origin 404 is remembered per key; 0 asks the origin every time",
+    )
+    edge_negative_max_entries: int = Field(
+        default=10_000, ge=0, description="Missing keys remembered at most (oldest dropped)"
+    )
     edge_admin_token: str | None = Field(
         default=None, description="Bearer token of the purge API; unset disables it"
     )

@@ -1,4 +1,5 @@
-"""The edge's cache tiers: a size-capped LRU disk store and a smaller LRU of hot bodies in memory.
+"""The edge's cache tiers: a size-capped LRU disk store, a smaller LRU of hot bodies in memory,
+and a short-lived, bounded memory of the keys the origin does not have.
 
 Every disk object is two files named by the SHA-256 of its key: ``<hash>.body`` and a small JSON
 ``<hash>.meta``. Both are charged at their size rounded up to the file-system block, so the cap
@@ -15,6 +16,7 @@ import logging
 import os
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,6 +110,50 @@ class MemoryTier:
     def _report(self) -> None:
         metrics.CACHE_BYTES.labels("memory").set(self.used)
         metrics.CACHE_OBJECTS.labels("memory").set(len(self._bodies))
+
+
+class NegativeCache:
+    """Keys the origin answered 404 for, each remembered for ``ttl_seconds``.
+
+    Repeated requests for a missing object are answered here instead of by the origin, and a
+    new upload becomes visible once its entry expires. At most ``max_entries`` keys are held,
+    the oldest dropped first, so a scan of made-up names costs bounded memory.
+    """
+
+    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def remember(self, key: str, now: float) -> None:
+        """The origin has no ``key`` at ``now`` (monotonic seconds)."""
+        if self.ttl_seconds <= 0 or self.max_entries <= 0:
+            return
+        self._until.pop(key, None)
+        while len(self._until) >= self.max_entries:
+            self._until.popitem(last=False)
+        self._until[key] = now + self.ttl_seconds
+
+    def missing(self, key: str, now: float) -> bool:
+        """Whether ``key`` is still known to be missing at ``now``."""
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until > now:
+            return True
+        del self._until[key]
+        return False
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop what is remembered of ``keys``."""
+        for key in keys:
+            self._until.pop(key, None)
+
+    def keys(self) -> list[str]:
+        return list(self._until)
 
 
 class DiskStore:

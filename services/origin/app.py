@@ -20,11 +20,11 @@ def build(settings: Settings | None = None) -> FastAPI:
     """The origin app."""
     settings = settings or Settings()
     # One signer for the whole app: object delivery, signed playlists, stream URLs, posters.
-    signer = Signer(settings.signing_keys, settings.signing_key_id)
+    signer = Signer.from_settings(settings)
     app = create_app(
         service="origin",
         settings=settings,
-        routers=[api_router(signer), player.router],
+        routers=[api_router(signer), player.router(settings)],
         uses={"db", "redis", "storage"},
     )
     # First in the route table: every segment request takes this path, so it should not be

@@ -5,11 +5,13 @@ and validation (measured in docs/BENCHMARKS.md); errors still go through the app
 
 Two URL styles reach it:
 
-- ``/origin/<path>?exp=&sig=[&kid=]``: the gateway's query signature on one object. Playlists
+- ``/origin/<path>?exp=&sig=v2.<hex>[&kid=]``: a query signature on one object. Playlists
   come back with every child URI freshly signed, private and short-lived.
 - ``/origin/t/<token>/<path>``: a path token covering the master playlist's folder. Relative
   child URIs inherit the token, so playlists are served as stored and every response is public,
   which lets edges cache one copy per object for all viewers.
+
+Both are checked by ``shared.core.signing`` (formats, legacy rules and bounds described there).
 """
 
 from __future__ import annotations

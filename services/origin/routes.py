@@ -14,6 +14,7 @@ from shared.core.signing import Signer
 from shared.db.models import VideoState
 from shared.http.app import resources
 from shared.http.auth import bearer_token, check_admin_token
+from shared.http.openapi import error_responses
 from shared.runtime.resources import Resources
 
 Res = Annotated[Resources, Depends(resources)]
@@ -32,7 +33,13 @@ def api_router(signer: Signer) -> APIRouter:
     """The stream API and the catalog, signing with the app's one ``signer``."""
     router = APIRouter()
 
-    @router.get("/api/stream/{video_id}", response_model=StreamResponse, tags=["stream"])
+    # 404: no such video; 409: not playable yet (its state is in the body).
+    @router.get(
+        "/api/stream/{video_id}",
+        response_model=StreamResponse,
+        tags=["stream"],
+        responses=error_responses(404, 409),
+    )
     async def stream(
         video_id: uuid.UUID,
         request: Request,
@@ -45,7 +52,12 @@ def api_router(signer: Signer) -> APIRouter:
         )
         return urls.__dict__
 
-    @router.post("/api/stream/refresh", response_model=StreamResponse, tags=["stream"])
+    @router.post(
+        "/api/stream/refresh",
+        response_model=StreamResponse,
+        tags=["stream"],
+        responses=error_responses(404, 409),
+    )
     async def refresh(body: RefreshRequest, request: Request, res: Res) -> object:
         """Fresh signatures for a video's URLs."""
         urls = await service.stream_urls(

@@ -98,7 +98,11 @@ async def stream_urls(
     video = await ready_video(res, video_id)
     assert video.master_key is not None  # ready_video checked it
     mode = mode or settings.origin_stream_mode
-    life = children_ttl(settings.origin_playlist_ttl_seconds, video.duration_seconds or 0)
+    # The signer never issues a longer life than verifiers accept (SIGNING_MAX_TTL_SECONDS).
+    life = min(
+        children_ttl(settings.origin_playlist_ttl_seconds, video.duration_seconds or 0),
+        signer.max_ttl_seconds,
+    )
     base = base_url(settings, request_base)
     prefix = playback_prefix(video.master_key)
 

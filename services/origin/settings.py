@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -48,10 +49,25 @@ class Settings(BaseServiceSettings):
         default=2, ge=0, description="Cache life of playlists still growing (no ENDLIST yet)"
     )
     origin_cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    origin_player_endpoints: list[str] = Field(
+        default_factory=list,
+        description="Base URLs the player page may also take from ?api= and ?media= (its own "
+        "origin, ORIGIN_CDN_BASE_URL and PUBLIC_ORIGIN_URL always may)",
+    )
     origin_catalog_page_max: int = Field(default=100, ge=1, le=1000)
     origin_admin_token: str = Field(
         default=DEV_ADMIN_TOKEN, description="Bearer token that deleting a video needs"
     )
+
+    @field_validator("origin_player_endpoints")
+    @classmethod
+    def _absolute_http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            # ``port`` raises ValueError for a port out of range, refused like the rest.
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
+                raise ValueError(f"ORIGIN_PLAYER_ENDPOINTS takes absolute http(s) URLs: {url!r}")
+        return value
 
     @field_validator("origin_admin_token")
     @classmethod

@@ -49,6 +49,11 @@ class Settings(BaseServiceSettings):
         description="Time to send a request's head, then each part of its body (408)",
     )
     redirector_keep_alive_seconds: float = Field(default=Limits.keep_alive_seconds, gt=0)
+    redirector_send_timeout_seconds: float = Field(
+        default=Limits.send_timeout_seconds,
+        gt=0,
+        description="Time a client may leave an answer untaken before it is cut off",
+    )
     redirector_reconnect_seconds: float = Field(default=1.0, gt=0)
     redirector_resync_seconds: float = Field(
         default=30.0, gt=0, description="Reload period, a safety net for missed notifications"
@@ -85,6 +90,7 @@ class Settings(BaseServiceSettings):
             body_bytes=self.redirector_max_body_bytes,
             header_timeout_seconds=self.redirector_header_timeout_seconds,
             keep_alive_seconds=self.redirector_keep_alive_seconds,
+            send_timeout_seconds=self.redirector_send_timeout_seconds,
         )
 
     def model_post_init(self, __context: object) -> None:

@@ -41,7 +41,12 @@ SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
         ServiceSpec("upload", "upload_port", ports.UPLOAD, http2=True),
-        ServiceSpec("chunked_upload", "chunked_upload_port", ports.CHUNKED_UPLOAD),
+        ServiceSpec(
+            "chunked_upload",
+            "chunked_upload_port",
+            ports.CHUNKED_UPLOAD,
+            runner="services.chunked_upload.serve:run",
+        ),
         ServiceSpec("origin", "origin_port", ports.ORIGIN, runner="services.origin.serve:run"),
         ServiceSpec("edge", "edge_port", ports.EDGE, runner="services.edge.serve:run"),
         ServiceSpec(

@@ -1,18 +1,23 @@
-"""Build and run the one ffmpeg process that writes a whole HLS ladder."""
+"""Build and run the one ffmpeg process that writes a whole HLS ladder.
+
+The source is read under the same protocol and container whitelists as ffprobe's, with a
+bounded number of threads per decoder, filter graph and encoder, and within a time budget that
+grows with the source's duration.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.transcoder.ladder import Rung
+from shared.media import tools
 from shared.media.ffprobe import MediaInfo
+from shared.media.inputs import input_args
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +27,9 @@ class EncodeOptions:
     segment_seconds: int = 4
     gop_seconds: int = 2
     preset: str = "veryfast"
-    threads: int = 0
+    threads: int = 4
+    # Decoders refuse larger frames: a stream may grow past what the probe saw mid-way.
+    max_decode_pixels: int | None = None
 
 
 @dataclass
@@ -46,6 +53,13 @@ def poster_seconds(info: MediaInfo) -> float:
     return round(min(5.0, info.duration_seconds / 3), 2)
 
 
+def time_budget_seconds(
+    duration_seconds: float, *, base_seconds: float, factor: float, cap_seconds: float
+) -> float:
+    """How long ffmpeg may run on a source: ``base + factor x duration``, at most ``cap``."""
+    return min(cap_seconds, base_seconds + factor * duration_seconds)
+
+
 def build_command(
     source: str,
     out_dir: Path,
@@ -64,21 +78,38 @@ def build_command(
     video_rungs = [r for r in rungs if r.kind == "video"]
     if not video_rungs:
         poster = None  # an audio-only source has no frame to take
-    cmd = [*_global_args(), *_progress_args(), "-i", source]
+    threads = ["-threads", str(opts.threads)]
+    cmd = [*_global_args(opts), *_progress_args(), *_input_args(opts), "-i", source]
     if video_rungs:
         cmd += _video_ladder_args(info, video_rungs, opts, poster=poster is not None)
     else:
         cmd += _audio_ladder_args(rungs)
-    if opts.threads:
-        cmd += ["-threads", str(opts.threads)]
+    cmd += threads  # for the encoders of the HLS output
     cmd += _hls_args(out_dir, opts, _var_stream_map(rungs, video_rungs, info.has_audio))
     if poster is not None:
-        cmd += ["-map", "[poster]", "-frames:v", "1", "-q:v", "4", str(poster)]
+        cmd += ["-map", "[poster]", "-frames:v", "1", "-q:v", "4", *threads, str(poster)]
     return cmd
 
 
-def _global_args() -> list[str]:
-    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+def _global_args(opts: EncodeOptions) -> list[str]:
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-loglevel",
+        "error",
+        "-filter_complex_threads",
+        str(opts.threads),
+    ]
+
+
+def _input_args(opts: EncodeOptions) -> list[str]:
+    """Options of the one input: decoder threads and frame size, whitelists (before ``-i``)."""
+    cmd = ["-threads", str(opts.threads)]
+    if opts.max_decode_pixels:
+        cmd += ["-max_pixels", str(opts.max_decode_pixels)]
+    return cmd + input_args()
 
 
 def _progress_args() -> list[str]:
@@ -204,60 +235,77 @@ def _hls_args(out_dir: Path, opts: EncodeOptions, var_stream_map: str) -> list[s
     ]
 
 
-_PR_SET_PDEATHSIG = 1
-# Loaded up front: the child runs the preexec hook between fork and exec, where loading a
-# library could deadlock on a lock another thread held at fork time.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    # A worker killed with SIGKILL cannot stop its ffmpeg; the kernel does it for us (Linux).
-    with contextlib.suppress(OSError, AttributeError):
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class FfmpegError(RuntimeError):
-    """ffmpeg exited with an error; the message carries its last lines."""
+    """ffmpeg exited with an error; the message carries its error output, for the log."""
+
+    def __init__(self, returncode: int, stderr: str) -> None:
+        self.how = tools.exit_words(returncode)
+        super().__init__(f"ffmpeg failed ({self.how}): {stderr or 'no output'}")
+
+    @property
+    def public_reason(self) -> str:
+        return f"transcoding failed: the encoder stopped ({self.how})"
+
+
+class FfmpegTimeout(RuntimeError):
+    """ffmpeg ran past its time budget and was killed; the message carries its error output."""
+
+    def __init__(self, budget_seconds: float, stderr: str) -> None:
+        self.budget_seconds = budget_seconds
+        super().__init__(f"ffmpeg ran past its {budget_seconds:.0f} s budget: {stderr or '-'}")
+
+    @property
+    def public_reason(self) -> str:
+        return (
+            "transcoding failed: the encoder ran past its time limit "
+            f"of {self.budget_seconds:.0f} s"
+        )
 
 
 async def run(
     cmd: list[str],
     *,
     on_progress: ProgressCallback | None = None,
+    timeout_seconds: float | None = None,
 ) -> None:
-    """Run ffmpeg, reporting ``-progress`` blocks; kill it if the caller is cancelled."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_die_with_parent,
-    )
+    """Run ffmpeg, reporting ``-progress`` blocks.
+
+    Its process group is killed when the caller is cancelled or ``timeout_seconds`` pass.
+    """
+    proc = await tools.start(cmd)
     assert proc.stdout is not None and proc.stderr is not None
-    stderr_task = asyncio.create_task(proc.stderr.read())
+    stderr_task = asyncio.create_task(tools.read_tail(proc.stderr))
     progress = Progress()
+    budget = asyncio.timeout(timeout_seconds)
     try:
-        async for raw in proc.stdout:
-            key, _, value = raw.decode(errors="replace").strip().partition("=")
-            if key == "out_time_us" and value.isdigit():
-                progress.out_time_seconds = int(value) / 1e6
-            elif key == "fps":
-                with contextlib.suppress(ValueError):
-                    progress.fps = float(value)
-            elif key == "speed" and value.endswith("x"):
-                with contextlib.suppress(ValueError):
-                    progress.speed = float(value[:-1])
-            elif key == "progress":
-                progress.done = value == "end"
-                if on_progress is not None:
-                    await on_progress(progress)
-        code = await proc.wait()
+        async with budget:
+            async for raw in proc.stdout:
+                key, _, value = raw.decode(errors="replace").strip().partition("=")
+                if key == "out_time_us" and value.isdigit():
+                    progress.out_time_seconds = int(value) / 1e6
+                elif key == "fps":
+                    with contextlib.suppress(ValueError):
+                        progress.fps = float(value)
+                elif key == "speed" and value.endswith("x"):
+                    with contextlib.suppress(ValueError):
+                        progress.speed = float(value[:-1])
+                elif key == "progress":
+                    progress.done = value == "end"
+                    if on_progress is not None:
+                        await on_progress(progress)
+            code = await proc.wait()
+    except TimeoutError:
+        await tools.kill(proc)
+        if not budget.expired():
+            stderr_task.cancel()
+            raise
+        assert timeout_seconds is not None
+        err = (await stderr_task).decode(errors="replace").strip()
+        raise FfmpegTimeout(timeout_seconds, err) from None
     except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await tools.kill(proc)
         stderr_task.cancel()
         raise
     err = (await stderr_task).decode(errors="replace").strip()
     if code != 0:
-        tail = " | ".join(err.splitlines()[-3:]) or f"exit code {code}"
-        raise FfmpegError(f"ffmpeg failed: {tail}")
+        raise FfmpegError(code, err)

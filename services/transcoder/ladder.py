@@ -1,4 +1,8 @@
-"""Plan an ABR ladder from what ffprobe saw: never upscale, keep the aspect ratio."""
+"""Plan an ABR ladder from what ffprobe saw: never upscale, keep the aspect ratio.
+
+The top rung is at most 2160 lines on its short side and 4096 pixels on its long side (DCI
+4K), however large the source: a bigger rung would cost more to encode than any player gains.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ VIDEO_TABLE: tuple[tuple[int, int], ...] = (
 )
 AUDIO_LADDER_KBPS: tuple[int, ...] = (256, 160, 96)
 VIDEO_AUDIO_KBPS = 128
+MAX_SHORT_SIDE = VIDEO_TABLE[0][0]
+MAX_LONG_SIDE = 4096
 MAXRATE_FACTOR = 1.25
 BUFSIZE_FACTOR = 2.0
 
@@ -47,25 +53,31 @@ def _even(value: float) -> int:
 
 
 def plan_ladder(info: MediaInfo) -> list[Rung]:
-    """Rungs from the source's own size down to 240p; an AAC ladder for audio-only sources."""
+    """Rungs from the source's size (within the caps) down to 240p; AAC for audio-only sources."""
     size = info.display_size
     if not info.has_video or size is None:
         return [Rung(f"aac_{kbps}", "audio", None, None, 0, kbps) for kbps in AUDIO_LADDER_KBPS]
     width, height = size
-    short = min(width, height)
     portrait = height > width
     fps_factor = 1.5 if (info.frame_rate or 30) > 31 else 1.0
     audio = VIDEO_AUDIO_KBPS if info.has_audio else 0
-    heights = [h for h, _ in VIDEO_TABLE if h <= short]
+    top = top_short_side(width, height)
+    heights = [h for h, _ in VIDEO_TABLE if h <= top]
     rungs: list[Rung] = []
-    if not heights or heights[0] < short:
+    if not heights or heights[0] < top:
         # A source between table sizes (or below 240p) keeps its own size as the top rung.
-        top_kbps = _interpolate_kbps(short)
-        rungs.append(_rung(width, height, short, portrait, top_kbps * fps_factor, audio))
+        top_kbps = _interpolate_kbps(top)
+        rungs.append(_rung(width, height, top, portrait, top_kbps * fps_factor, audio))
     for h, kbps in VIDEO_TABLE:
-        if h <= short:
+        if h <= top:
             rungs.append(_rung(width, height, h, portrait, kbps * fps_factor, audio))
     return rungs
+
+
+def top_short_side(width: int, height: int) -> int:
+    """The short side of the largest rung: the source's own, scaled down into the caps."""
+    short, long = min(width, height), max(width, height)
+    return min(short, MAX_SHORT_SIDE, short * MAX_LONG_SIDE // long)
 
 
 def _interpolate_kbps(short: int) -> int:

@@ -6,6 +6,11 @@ name. A run holds the video's lease (one writer at a time), first removes what d
 and removes its own objects when it fails or hands the job back. The row turns ready in the
 same transaction that replaces the renditions; the measured master playlist is stored just
 before that, so a ready video always has its final playlists.
+
+The source is checked again before any work (the limits may have been lowered since it was
+uploaded), and ffmpeg runs within a time budget that grows with the source's duration. A
+failure leaves the worker as a ``Failure``: a reason fit for the public ``error`` of the video,
+and whether trying again could help.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from services.transcoder.package import (
 )
 from services.transcoder.publish import MASTER, LivePublisher
 from services.transcoder.settings import Settings
-from shared.core.errors import NotFound
+from shared.core.errors import NotFound, NotMedia
 from shared.core.tasks import cancel_and_wait
 from shared.db.models import VideoState
 from shared.db.repositories import VideoRepository
 from shared.media.ffprobe import MediaInfo, probe
 from shared.media.hls import media_durations
+from shared.media.limits import MediaLimits
 from shared.mq.messages import TranscodeJob, VideoEvent
 from shared.runtime.resources import Resources
 from shared.storage.local import media_location
@@ -52,6 +58,32 @@ class IncompleteOutput(RuntimeError):
 
 class VideoDeleted(RuntimeError):
     """The video was deleted while its transcode ran: stop and take back what the run wrote."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str  # public: the video's error, its failed event and the dead letter's header
+    permanent: bool  # the same source would fail the same way: retrying only costs
+
+
+INTERNAL_ERROR = "transcoding failed: an internal error"
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """What a job's exception means for the video and for its retries."""
+    if isinstance(exc, NotMedia):
+        return Failure(exc.detail, permanent=True)
+    if isinstance(exc, ffmpeg.FfmpegTimeout):
+        return Failure(exc.public_reason, permanent=True)
+    if isinstance(exc, ffmpeg.FfmpegError):
+        # A corrupt source fails the same way each time, but so does a full disk until it is
+        # not: ffmpeg's exit code cannot tell them apart.
+        return Failure(exc.public_reason, permanent=False)
+    if isinstance(exc, IncompleteOutput):
+        return Failure(str(exc), permanent=False)
+    if isinstance(exc, TimeoutError):
+        return Failure("job timed out", permanent=False)
+    return Failure(INTERNAL_ERROR, permanent=False)
 
 
 async def check_still_wanted(res: Resources, video_id: uuid.UUID) -> None:
@@ -128,7 +160,9 @@ async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: st
     work = Path(tempfile.mkdtemp(prefix=f"vsp-{job.video_id}-", dir=work_root))
     try:
         async with media_location(store, job.source_key) as source:
-            info = await probe(source)
+            info = await probe(source, label=f"video {job.video_id}")
+            limits = MediaLimits.from_settings(settings)
+            limits.check(info)
             rungs = plan_ladder(info)
             if settings.transcoder_max_rungs:
                 rungs = rungs[: settings.transcoder_max_rungs]
@@ -146,16 +180,25 @@ async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: st
                 gop_seconds=settings.transcoder_gop_seconds,
                 preset=settings.transcoder_preset,
                 threads=settings.transcoder_threads,
+                # Decoders count padded buffers; twice the limit leaves room for them.
+                max_decode_pixels=2 * limits.max_frame_pixels,
             )
             publisher = LivePublisher(
                 store, out, prefix, rungs, info, lambda: _expose(res, job.video_id, prefix)
             )
             command = ffmpeg.build_command(source, out, info, rungs, opts, poster=poster)
+            budget = ffmpeg.time_budget_seconds(
+                info.duration_seconds,
+                base_seconds=settings.transcoder_encode_timeout_base_seconds,
+                factor=settings.transcoder_encode_timeout_factor,
+                cap_seconds=settings.transcoder_job_timeout_seconds,
+            )
             await _encode_and_publish(
                 command,
                 publisher,
                 settings.transcoder_publish_interval_seconds,
                 _progress_reporter(res, job, info),
+                budget,
             )
         _check_complete(out, rungs, info)
         await publisher.sync()
@@ -183,9 +226,12 @@ async def _encode_and_publish(
     publisher: LivePublisher,
     interval_seconds: float,
     report: ffmpeg.ProgressCallback,
+    budget_seconds: float,
 ) -> None:
     """Run ffmpeg while the publisher mirrors its output; either failing stops both."""
-    encode = asyncio.create_task(ffmpeg.run(command, on_progress=report))
+    encode = asyncio.create_task(
+        ffmpeg.run(command, on_progress=report, timeout_seconds=budget_seconds)
+    )
     mirror = asyncio.create_task(publisher.run(interval_seconds))
     try:
         done, _ = await asyncio.wait({encode, mirror}, return_when=asyncio.FIRST_COMPLETED)

@@ -2,9 +2,12 @@
 
 A message is acked only after its outputs are stored and the row is committed. A failure is
 retried through the delay queues with growing waits; after the attempts cap the video is marked
-failed and the message goes to the dead-letter queue with the reason. SIGTERM hands the current
-job back (nack with requeue) so another worker takes it at once; SIGKILL loses nothing either,
-since the broker redelivers unacked messages.
+failed and the message goes to the dead-letter queue with the reason. A failure that would
+repeat (a source refused by the limits, an encode over its time budget) skips the retries. The
+reason the video shows is a short public one; the full error, ffmpeg's output included, is
+logged with the video's id. SIGTERM hands the current job back (nack with requeue) so another
+worker takes it at once; SIGKILL loses nothing either, since the broker redelivers unacked
+messages.
 """
 
 from __future__ import annotations
@@ -108,8 +111,15 @@ class Worker:
                 self.current.cancel()
                 with contextlib.suppress(BaseException):
                     await self.current
-            reason = "job timed out" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
-            await self._retry_or_bury(message, job, reason)
+            failure = service.failure_of(exc)
+            log.warning(
+                "job %s of video %s failed: %s",
+                job.job_id,
+                job.video_id,
+                str(exc) or repr(exc),
+                exc_info=exc if failure.reason == service.INTERNAL_ERROR else None,
+            )
+            await self._retry_or_bury(message, job, failure)
         else:
             await message.ack()
             await self._record(job, ended)
@@ -132,11 +142,15 @@ class Worker:
             log.warning("job %s: could not record %s: %s", job.job_id, event, exc)
 
     async def _retry_or_bury(
-        self, message: AbstractIncomingMessage, job: TranscodeJob | PurgeJob, reason: str
+        self,
+        message: AbstractIncomingMessage,
+        job: TranscodeJob | PurgeJob,
+        failure: service.Failure,
     ) -> None:
         broker = self.res.need_broker()
         topo = broker.topology
-        if job.attempt < topo.max_attempts:
+        reason = failure.reason
+        if job.attempt < topo.max_attempts and not failure.permanent:
             delay = topo.retry_delays_seconds[job.attempt - 1]
             # Queue wait counts from when the retry becomes due, not the deliberate delay.
             retry = job.model_copy(
@@ -156,7 +170,12 @@ class Worker:
             if isinstance(job, TranscodeJob):
                 await service.fail_video(self.res, job.video_id, reason)
             await broker.publish_dead(job, reason)
-            log.error("job %s failed after %d attempts: %s", job.job_id, job.attempt, reason)
+            log.error(
+                "job %s failed %s: %s",
+                job.job_id,
+                "for good" if failure.permanent else f"after {job.attempt} attempts",
+                reason,
+            )
             await self._record(job, "failed")
             JOBS.labels(self.mode, "failed").inc()
         await message.ack()

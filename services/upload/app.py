@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.upload.routes import router
+from services.upload.service import UploadLimits
 from services.upload.settings import Settings
 from shared.http.app import create_app
 from shared.videos.api import outbox_hooks, video_router
@@ -14,7 +15,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     """The upload app."""
     settings = settings or Settings()
     start, stop = outbox_hooks()
-    return create_app(
+    app = create_app(
         service="upload",
         settings=settings,
         routers=[router, video_router],
@@ -22,3 +23,5 @@ def build(settings: Settings | None = None) -> FastAPI:
         on_startup=[start],
         on_shutdown=[stop],
     )
+    app.state.upload_limits = UploadLimits.from_settings(settings)
+    return app

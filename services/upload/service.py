@@ -10,19 +10,21 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
-from services.upload.form import StreamingForm
+from services.upload.form import FormLimits, StreamingForm
+from services.upload.settings import Settings
 from shared.core.errors import AppError, BadRequest, Conflict
 from shared.core.streams import MeteredStream
 from shared.db.models import Video
 from shared.db.repositories import VideoRepository
 from shared.runtime.resources import Resources
 from shared.videos import progress
-from shared.videos.ingest import SourceMetadata, finalize_source, reject_progress, source_key
+from shared.videos.ingest import finalize_source, reject_progress, source_key
+from shared.videos.metadata import MetadataInput
 
 # Room for the multipart framing and text fields around the file.
-_FORM_OVERHEAD_BYTES = 1024 * 1024
+FORM_OVERHEAD_BYTES = 1024 * 1024
 _CLAIM_SECONDS = 24 * 3600
 
 
@@ -31,24 +33,52 @@ class UploadInterrupted(BadRequest):
 
 
 @dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int
+    form: FormLimits
+    progress_interval_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadLimits:
+        return cls(
+            max_bytes=settings.upload_max_bytes,
+            form=FormLimits(
+                max_fields=settings.upload_form_max_fields,
+                max_text_bytes=settings.upload_form_max_text_bytes,
+            ),
+            progress_interval_seconds=settings.upload_progress_interval_seconds,
+        )
+
+
+@dataclass(frozen=True)
 class UploadRequest:
     video_id: uuid.UUID
     max_bytes: int
     expected_sha256: bytes | None
-    meta: SourceMetadata
+    metadata: MetadataInput
     declared_bytes: int | None = None
     form_boundary: bytes | None = None
+    form_limits: FormLimits = field(default_factory=FormLimits)
     progress_interval_seconds: float = 0.5
+
+
+def _claim_key(video_id: uuid.UUID) -> str:
+    return f"vsp:video-claim:{video_id}"
 
 
 async def claim_video_id(res: Resources, video_id: uuid.UUID) -> None:
     """Reserve a client-chosen id; Conflict if a video or an upload already has it."""
     redis = res.need_redis()
-    if not await redis.set(f"vsp:video-claim:{video_id}", 1, nx=True, ex=_CLAIM_SECONDS):
+    if not await redis.set(_claim_key(video_id), 1, nx=True, ex=_CLAIM_SECONDS):
         raise Conflict(f"video {video_id} already exists or is being uploaded")
     async with res.need_db().session() as session:
         if await VideoRepository(session).find(video_id) is not None:
             raise Conflict(f"video {video_id} already exists")
+
+
+async def release_video_id(res: Resources, video_id: uuid.UUID) -> None:
+    """Free a claimed id whose upload was refused, so that nothing of it is kept."""
+    await res.need_redis().delete(_claim_key(video_id))
 
 
 async def _reporting(
@@ -87,8 +117,13 @@ async def accept_upload(
         raw = MeteredStream(body, request.max_bytes, request.expected_sha256)
         content = raw
     else:
-        raw = MeteredStream(body, request.max_bytes + _FORM_OVERHEAD_BYTES, request.expected_sha256)
-        form = StreamingForm(raw, request.form_boundary)
+        raw = MeteredStream(body, request.max_bytes + FORM_OVERHEAD_BYTES, request.expected_sha256)
+        form = StreamingForm(raw, request.form_boundary, request.metadata, request.form_limits)
+        try:
+            await form.open()
+        except AppError as exc:
+            await reject_progress(res, request.video_id, exc.detail)
+            raise
         content = MeteredStream(form.file_chunks(), request.max_bytes)
     try:
         # The store batches small chunks into big writes itself, without copying them.
@@ -99,35 +134,11 @@ async def accept_upload(
     except BaseException:
         await reject_progress(res, request.video_id, "the upload was interrupted")
         raise
-    meta = request.meta
-    if form is not None:
-        try:
-            meta = _form_metadata(meta, form)
-        except AppError as exc:
-            await store.delete(key)
-            await reject_progress(res, request.video_id, exc.detail)
-            raise
     return await finalize_source(
         res,
         video_id=request.video_id,
         key=key,
         size=content.size,
         sha256=content.sha256_hex,
-        meta=meta,
-    )
-
-
-def _form_metadata(meta: SourceMetadata, form: StreamingForm) -> SourceMetadata:
-    fields = form.fields
-    tags = meta.tags
-    if fields.get("tags"):
-        tags = [t.strip() for t in fields["tags"].split(",") if t.strip()]
-        if len(tags) > 32 or any(len(t) > 64 for t in tags):
-            raise BadRequest("at most 32 tags of at most 64 characters each")
-    return replace(
-        meta,
-        title=fields.get("title", meta.title)[:200],
-        description=fields.get("description", meta.description)[:5000],
-        tags=tags,
-        filename=(form.filename or meta.filename or "")[:255] or None,
+        meta=form.meta if form is not None else request.metadata.checked(),
     )

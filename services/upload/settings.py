@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from services.upload.form import FormLimits
 from services.upload.tls import ensure_self_signed
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
@@ -26,12 +27,27 @@ class Settings(BaseServiceSettings):
     )
     upload_h2_stream_window_bytes: int = Field(default=4 * 1024**2, ge=65535)
     upload_h2_connection_window_bytes: int = Field(default=8 * 1024**2, ge=65535)
+    upload_h2_max_headers_bytes: int = Field(
+        default=64 * 1024,
+        ge=16 * 1024,
+        description="An HTTP/2 request's header list; Granian answers more with its own 431",
+    )
     upload_http1_buffer_bytes: int = Field(
         default=1024**2 + 8192,
         ge=8192,
         description="Granian's HTTP/1.1 read buffer: the largest body chunk the app receives",
     )
     upload_progress_interval_seconds: float = Field(default=0.5, gt=0)
+    upload_form_max_fields: int = Field(
+        default=FormLimits.max_fields,
+        ge=3,
+        description="Text fields a multipart/form-data upload may carry",
+    )
+    upload_form_max_text_bytes: int = Field(
+        default=FormLimits.max_text_bytes,
+        ge=8192,
+        description="A form's text fields and part headers together (all but the file)",
+    )
 
     def tls_listener(self) -> tuple[int, Path, Path] | None:
         """Port, certificate and key of the TLS listener, when one is configured.

@@ -38,9 +38,30 @@ class BaseServiceSettings(BaseSettings):
     s3_secure: bool = False
     s3_region: str | None = None
 
+    # What one upload may hold, checked when it is stored and again before it is transcoded.
+    media_max_duration_seconds: float = Field(default=4 * 3600, gt=0)
+    media_max_width_pixels: int = Field(default=8192, gt=0)
+    media_max_height_pixels: int = Field(default=8192, gt=0)
+    media_max_frame_pixels: int = Field(
+        default=8192 * 4320, gt=0, description="Width times height: 8K DCI, either way up"
+    )
+    media_max_frame_rate_fps: float = Field(default=120, gt=0)
+    media_max_streams: int = Field(default=16, gt=0)
+
     signing_secret: str = DEV_SIGNING_SECRET
     signing_key_id: str = "k1"
     signing_previous_keys: dict[str, str] = Field(default_factory=dict)
+    signing_max_ttl_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        description="Longest life of a signed URL or token (a TTL plus the video's length); "
+        "a later exp is refused",
+    )
+    signing_accept_legacy: bool = Field(
+        default=True,
+        description="Also verify unversioned (gateway) signatures and tokens, within the same "
+        "bound; turn off once SIGNING_MAX_TTL_SECONDS has passed since the upgrade",
+    )
 
     public_origin_url: str | None = Field(
         default=None, description="Base URL viewers reach the origin at; default: the request's"

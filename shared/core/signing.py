@@ -1,20 +1,41 @@
-"""HMAC-SHA256 URL signing with expiry, key ids for rotation, and path-prefix tokens.
+"""HMAC-SHA256 delivery credentials: query signatures and path tokens, versioned, with key ids.
 
-Query signatures follow the streaming gateway the platform grew from::
+Query signatures (version 2, what the platform issues)::
 
-    sig = hex(HMAC-SHA256(secret, path + str(exp)))      ->  ?exp=<exp>&sig=<sig>[&kid=<kid>]
+    sig = "v2." + hex(HMAC-SHA256(secret, "v2\\n" + path + "\\n" + str(exp)))
+      ->  ?exp=<exp>&sig=v2.<hex>&kid=<kid>
 
-``path`` is the object path after ``/origin/`` (``videos/<id>/hls/master.m3u8``). A ``kid``
-names the key; without one every accepted key is tried, so URLs signed before key ids existed
-still verify.
+``path`` is the object path after ``/origin/`` (``videos/<id>/hls/master.m3u8``). A key never
+holds a newline (``check_key``), so one signature names exactly one (path, exp) pair. A ``kid``
+names the key; without one every accepted key is tried.
 
-Path tokens cover a prefix instead of one object, and sit in the path so that relative child
-URIs inherit them and caches can key on the object alone::
+Path tokens (version 2) cover a folder instead of one object and sit in the path, so that
+relative child URIs inherit them and caches key on the object alone::
 
-    /origin/t/<kid>.<exp>.<sig>/videos/<id>/...   with sig = HMAC(secret, "t:" + prefix + str(exp))
+    /origin/t/<kid>.<exp>.<depth>.<hex>/videos/<id>/hls/...
+      hex = hex(HMAC-SHA256(secret, "v2\\nt\\n" + prefix + "\\n" + str(exp)))
 
-The prefix is not spelled out in the URL: a verifier tries each folder prefix of the object path
-(``verify_token_path``), so origin and edges need nothing but the keys to check a token.
+``prefix`` is the first ``depth`` folders of the object path (``videos/<id>/hls/`` is depth 3).
+The token names the one prefix it covers, so checking it costs one HMAC whatever the path.
+
+Every credential is refused, before any HMAC, when its ``exp`` lies further ahead than the
+longest life the platform issues (``max_ttl_seconds``, ``SIGNING_MAX_TTL_SECONDS``, plus
+``CLOCK_SKEW_SECONDS``); the signer never issues one longer.
+
+Legacy formats, from before version 2, still verify while ``accept_legacy``
+(``SIGNING_ACCEPT_LEGACY``, on by default) so that URLs already handed out keep playing:
+
+- the streaming gateway's query signature, ``sig = hex(HMAC(secret, path + str(exp)))``. Without
+  a separator the digits ending a key can move into ``exp`` (a signature of ``.../part1`` until
+  ``1700000000`` is also one of ``.../part`` until ``11700000000``); the ``exp`` bound refuses
+  every such re-split, since it makes ``exp`` at least ten times larger (or, the other way,
+  long past).
+- tokens ``<kid>.<exp>.<hex>`` with ``hex = HMAC(secret, "t:" + prefix + str(exp))``, which were
+  only issued for a master playlist's folder ``videos/<id>/hls/``: they are checked at that
+  depth alone.
+
+Both die out by themselves once ``SIGNING_MAX_TTL_SECONDS`` has passed after the upgrade; turn
+``SIGNING_ACCEPT_LEGACY`` off then.
 """
 
 from __future__ import annotations
@@ -28,13 +49,26 @@ from typing import NamedTuple
 from urllib.parse import parse_qs, urlencode
 
 from shared.core.errors import BadRequest, Forbidden
-from shared.core.keys import check_key
+from shared.core.keys import MAX_KEY_DEPTH, check_key
+from shared.core.settings import BaseServiceSettings
 
 TOKEN_SEGMENT = "t"
 # Where origin and edges serve objects: ``/origin/<object path>`` or ``/origin/t/<token>/...``.
 DELIVERY_PREFIX = "/origin/"
-# A signature is the hex of an HMAC-SHA256; anything else is refused before any HMAC is made.
-_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+VERSION_2 = "v2."
+# The longest life of a credential when the settings name none: a video of up to a day.
+DEFAULT_MAX_TTL_SECONDS = 86_400
+# How far a verifier's clock may lag the signer's.
+CLOCK_SKEW_SECONDS = 60
+# Legacy tokens covered the master playlist's folder, ``videos/<id>/hls/``.
+LEGACY_TOKEN_DEPTH = 3
+# kid, exp, depth and a 64-digit hex MAC fit well within this; longer is refused unread.
+MAX_TOKEN_CHARS = 160
+# Every check below runs before any HMAC is made.
+_EXP = re.compile(r"[1-9][0-9]{0,11}")
+_SIGNATURE = re.compile(r"(v2\.)?([0-9a-f]{64})")
+_MAC = re.compile(r"[0-9a-f]{64}")
+_DEPTH = re.compile(r"[1-9][0-9]?")
 
 
 @dataclass(frozen=True)
@@ -55,8 +89,18 @@ def _hmac(secret: str, message: str) -> str:
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
+def query_message(path: str, exp: int) -> str:
+    """What a version 2 query signature of ``path`` until ``exp`` is the HMAC of."""
+    return f"v2\n{path}\n{exp}"
+
+
+def token_message(prefix: str, exp: int) -> str:
+    """What a version 2 token over ``prefix`` until ``exp`` is the HMAC of."""
+    return f"v2\nt\n{prefix}\n{exp}"
+
+
 def gateway_signature(secret: str, path: str, exp: int) -> str:
-    """The gateway-compatible signature of ``path`` valid until ``exp``."""
+    """The streaming gateway's (legacy, unversioned) signature of ``path`` until ``exp``."""
     return _hmac(secret, path + str(exp))
 
 
@@ -71,29 +115,66 @@ def split_token_path(path: str) -> tuple[str, str] | None:
     return token, rest
 
 
-def folder_prefixes(path: str) -> list[str]:
-    """Every folder prefix of ``path``, shortest first: ``a/``, ``a/b/`` for ``a/b/c``."""
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+def prefix_at(path: str, depth: int) -> str | None:
+    """The first ``depth`` folders of ``path`` (``a/b/`` at depth 2 of ``a/b/c``), or None when
+    ``path`` has no object below that many folders."""
+    parts = path.split("/", depth)
+    if len(parts) <= depth:
+        return None
+    return "/".join(parts[:depth]) + "/"
+
+
+def _depth_of(prefix: str) -> int:
+    if not prefix.endswith("/"):
+        raise ValueError(f"a token prefix is a folder ending in '/': {prefix!r}")
+    check_key(prefix[:-1])
+    return prefix.count("/")
 
 
 class Signer:
     """Signs with the current key; verifies against every key still accepted."""
 
-    def __init__(self, keys: dict[str, str], current_key_id: str) -> None:
+    def __init__(
+        self,
+        keys: dict[str, str],
+        current_key_id: str,
+        *,
+        max_ttl_seconds: int = DEFAULT_MAX_TTL_SECONDS,
+        accept_legacy: bool = True,
+    ) -> None:
         if current_key_id not in keys:
             raise ValueError(f"current signing key {current_key_id!r} is not among the keys")
+        if any(not kid or "." in kid for kid in keys):
+            raise ValueError("a key id is a non-empty name without '.' (tokens are split on it)")
         self.keys = dict(keys)
         self.current_key_id = current_key_id
+        self.max_ttl_seconds = max_ttl_seconds
+        self.accept_legacy = accept_legacy
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> Signer:
+        """The signer the ``SIGNING_*`` settings describe."""
+        return cls(
+            settings.signing_keys,
+            settings.signing_key_id,
+            max_ttl_seconds=settings.signing_max_ttl_seconds,
+            accept_legacy=settings.signing_accept_legacy,
+        )
 
     @property
     def _secret(self) -> str:
         return self.keys[self.current_key_id]
 
+    def _expiry(self, ttl_seconds: int, now: float | None) -> int:
+        # Never beyond what a verifier accepts: a longer life would only be refused.
+        life = min(int(ttl_seconds), self.max_ttl_seconds)
+        return int(now if now is not None else time.time()) + life
+
     def sign(self, path: str, ttl_seconds: int, *, now: float | None = None) -> SignedQuery:
-        """Sign ``path`` for ``ttl_seconds`` from now."""
-        exp = int(now if now is not None else time.time()) + int(ttl_seconds)
-        return SignedQuery(exp, gateway_signature(self._secret, path, exp), self.current_key_id)
+        """Sign ``path`` for ``ttl_seconds`` from now (at most ``max_ttl_seconds``)."""
+        exp = self._expiry(ttl_seconds, now)
+        sig = VERSION_2 + _hmac(self._secret, query_message(path, exp))
+        return SignedQuery(exp, sig, self.current_key_id)
 
     def signed_url(self, base: str, path: str, ttl_seconds: int) -> str:
         """``base/path?exp=..&sig=..&kid=..``."""
@@ -111,48 +192,26 @@ class Signer:
         """Return ``exp`` when the signature is valid and unexpired; raise Forbidden otherwise."""
         if exp is None or sig is None or exp == "" or sig == "":
             raise Forbidden("missing signature: exp and sig query parameters are required")
-        try:
-            exp_value = int(exp)
-        except (TypeError, ValueError):
-            raise Forbidden("malformed exp: expected a unix timestamp") from None
-        if exp_value < int(now if now is not None else time.time()):
-            raise Forbidden("signature expired", expired_at=exp_value)
-        if not self._matches(path + str(exp_value), sig, kid):
+        exp_value = self._check_exp(str(exp), now, "signature")
+        parsed = _SIGNATURE.fullmatch(sig)
+        if parsed is None:
+            raise Forbidden("invalid signature: expected v2.<64 hex digits>")
+        versioned, mac = parsed.groups()
+        if versioned:
+            message = query_message(path, exp_value)
+        else:
+            self._check_legacy()
+            message = path + str(exp_value)
+        if not self._matches(message, mac, kid):
             raise Forbidden("invalid signature")
         return exp_value
 
-    def _matches(self, message: str, sig: str, kid: str | None) -> bool:
-        if _SIGNATURE.fullmatch(sig) is None:
-            return False
-        if kid is not None:
-            secret = self.keys.get(kid)
-            if secret is None:
-                return False
-            candidates = [secret]
-        else:
-            candidates = list(self.keys.values())
-        return any(hmac.compare_digest(_hmac(secret, message), sig) for secret in candidates)
-
     def make_token(self, prefix: str, ttl_seconds: int, *, now: float | None = None) -> str:
-        """A path token granting every object under ``prefix`` until it expires."""
-        exp = int(now if now is not None else time.time()) + int(ttl_seconds)
-        sig = _hmac(self._secret, f"t:{prefix}{exp}")
-        return f"{self.current_key_id}.{exp}.{sig}"
-
-    def verify_token(self, token: str, path: str, prefix: str, *, now: float | None = None) -> int:
-        """Check that ``token`` is valid, unexpired, and that ``path`` lies under ``prefix``."""
-        try:
-            kid, exp_text, sig = token.split(".", 2)
-            exp = int(exp_text)
-        except ValueError:
-            raise Forbidden("malformed path token") from None
-        if not path.startswith(prefix):
-            raise Forbidden("path lies outside the token's prefix")
-        if exp < int(now if now is not None else time.time()):
-            raise Forbidden("token expired", expired_at=exp)
-        if not self._matches(f"t:{prefix}{exp}", sig, kid):
-            raise Forbidden("invalid token")
-        return exp
+        """A path token granting every object under the folder ``prefix`` until it expires."""
+        depth = _depth_of(prefix)
+        exp = self._expiry(ttl_seconds, now)
+        mac = _hmac(self._secret, token_message(prefix, exp))
+        return f"{self.current_key_id}.{exp}.{depth}.{mac}"
 
     def token_url(self, base: str, prefix: str, path: str, ttl_seconds: int) -> str:
         """``base/t/<token>/path`` with a token covering ``prefix`` (which ``path`` must lie in)."""
@@ -161,25 +220,64 @@ class Signer:
         token = self.make_token(prefix, ttl_seconds)
         return f"{base.rstrip('/')}/{TOKEN_SEGMENT}/{token}/{path}"
 
-    def verify_token_path(self, token: str, path: str, *, now: float | None = None) -> str:
-        """Check a token against every folder prefix of ``path``; return the prefix it covers.
+    def verify_token_path(self, token: str, path: str, *, now: float | None = None) -> int:
+        """Return the token's ``exp`` when it is valid, unexpired and covers ``path``.
 
-        ``path`` passes the key check first, so its depth, and with it the HMACs tried, is bounded.
+        The key check, the sizes and the expiry come first; then one HMAC, over the one prefix
+        the token names.
         """
         check_key(path)
-        try:
-            kid, exp_text, sig = token.split(".", 2)
-            exp = int(exp_text)
-        except ValueError:
-            raise Forbidden("malformed path token") from None
-        if _SIGNATURE.fullmatch(sig) is None:
+        fields = token.split(".") if len(token) <= MAX_TOKEN_CHARS else []
+        if len(fields) == 4 and _DEPTH.fullmatch(fields[2]) is not None:
+            kid, exp_text, depth_text, mac = fields
+            depth, legacy = int(depth_text), False
+        elif len(fields) == 3:
+            kid, exp_text, mac = fields
+            depth, legacy = LEGACY_TOKEN_DEPTH, True
+        else:
             raise Forbidden("malformed path token")
-        if exp < int(now if now is not None else time.time()):
-            raise Forbidden("token expired", expired_at=exp)
-        for prefix in folder_prefixes(path):
-            if self._matches(f"t:{prefix}{exp}", sig, kid):
-                return prefix
-        raise Forbidden("invalid token")
+        exp = self._check_exp(exp_text, now, "token")
+        if _MAC.fullmatch(mac) is None or depth >= MAX_KEY_DEPTH:
+            raise Forbidden("malformed path token")
+        prefix = prefix_at(path, depth)
+        if prefix is None:
+            raise Forbidden("the path lies outside the token's folder")
+        if legacy:
+            self._check_legacy()
+            message = f"t:{prefix}{exp}"
+        else:
+            message = token_message(prefix, exp)
+        if not self._matches(message, mac, kid):
+            raise Forbidden("invalid token")
+        return exp
+
+    def _check_exp(self, text: str, now: float | None, what: str) -> int:
+        if _EXP.fullmatch(text) is None:
+            raise Forbidden(f"malformed {what} expiry: expected a unix timestamp")
+        exp = int(text)
+        current = int(now if now is not None else time.time())
+        if exp < current:
+            raise Forbidden(f"{what} expired", expired_at=exp)
+        if exp > current + self.max_ttl_seconds + CLOCK_SKEW_SECONDS:
+            raise Forbidden(
+                f"{what} expiry too far ahead: credentials last at most "
+                f"{self.max_ttl_seconds} seconds"
+            )
+        return exp
+
+    def _check_legacy(self) -> None:
+        if not self.accept_legacy:
+            raise Forbidden("unversioned credentials are no longer accepted; ask for new URLs")
+
+    def _matches(self, message: str, mac: str, kid: str | None) -> bool:
+        if kid is not None:
+            secret = self.keys.get(kid)
+            if secret is None:
+                return False
+            candidates = [secret]
+        else:
+            candidates = list(self.keys.values())
+        return any(hmac.compare_digest(_hmac(secret, message), mac) for secret in candidates)
 
 
 class Grant(NamedTuple):
@@ -199,9 +297,7 @@ def request_key(signer: Signer, rest: str, query_string: str, *, now: float | No
     token_path = split_token_path(rest)
     if token_path is not None:
         token, key = token_path
-        check_key(key)
-        signer.verify_token_path(token, key, now=now)
-        return Grant(key, int(token.split(".", 2)[1]), True)
+        return Grant(key, signer.verify_token_path(token, key, now=now), True)
     if rest.startswith(TOKEN_SEGMENT + "/"):
         raise BadRequest("a path token must be followed by an object path")
     check_key(rest)

@@ -1,15 +1,18 @@
 """The one app factory every HTTP service is built with.
 
 It owns the lifespan (clients opened once, closed once), the error handler, request-id and
-metrics middleware, and the ``/healthz``, ``/readyz`` and ``/metrics`` endpoints.
+metrics middleware, the ``/healthz``, ``/readyz`` and ``/metrics`` endpoints, and the OpenAPI
+document's error answers (``shared.http.openapi``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +24,7 @@ from shared.core.errors import AppError
 from shared.core.settings import BaseServiceSettings
 from shared.http.faults import FaultDelayMiddleware, FaultState, fault_router
 from shared.http.middleware import MetricsMiddleware, RequestIdMiddleware
+from shared.http.openapi import document_errors
 from shared.runtime.resources import Resources, close_resources, open_resources, readiness
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,17 @@ def create_app(
 
     app = FastAPI(title=f"vsp {service}", version=version, lifespan=lifespan)
     app.state.service = service
+
+    def openapi() -> dict[str, Any]:
+        # Built once, on first request, from every route the service has added by then.
+        if app.openapi_schema is None:
+            with warnings.catch_warnings():
+                # Every method of a route gets the route's one operation id; made unique below.
+                warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+                app.openapi_schema = document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -8,17 +8,21 @@ when it has written the whole answer, False when the answer is under way (a task
 exchange) and ``done`` will follow.
 
 Around that callback the kit applies the listener's ``Limits``: the request target (414), the
-number and size of header fields (431), the body (413), the time to send a head (408) and the
-keep-alive idle time. It pauses reading while the client does not take what is written or
-``pipeline_depth`` requests wait, and answers errors with the platform's JSON error body before
-closing. What one listener shares (its connections, a coarse clock, the ``date:`` line, the
-sweep that applies the deadlines) is ``Listener``.
+number and size of header fields (431), the body (413, at once for a Content-Length over the
+limit), the time to send a head (408), the keep-alive idle time and the time a client may leave
+an answer untaken (then it is cut off). It pauses reading while the client does not take what
+is written or ``pipeline_depth`` requests wait, and answers errors with the platform's JSON
+error body before closing. What one listener shares (its connections, a coarse clock, the
+``date:`` line, the sweep that applies the deadlines) is ``Listener``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -51,6 +55,8 @@ _JSON_LENGTH = b"content-type: application/json\r\ncontent-length: "
 _CLOSE = b"connection: close\r\n"
 _END = b"\r\n"
 _CLOSE_END = _CLOSE + _END
+# SO_LINGER on, for no time: a close resets the connection.
+_LINGER_NONE = struct.pack("ii", 1, 0)
 # Parser phases of a connection: between requests, in a request's head, in its body.
 _BETWEEN, _HEAD, _BODY = 0, 1, 2
 
@@ -97,6 +103,15 @@ def error_bytes(
     return b"".join(lines)
 
 
+def declared_length(value: bytes) -> int:
+    """A Content-Length value as a number (0 when malformed: the parser refuses it itself)."""
+    digits = value.strip().lstrip(b"0")
+    if not digits.isdigit():
+        return 0
+    # Past 18 digits it is over any limit, and int() of it need not be paid for.
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
 class Request:
     """One parsed request: header names lower-cased, the body whole."""
 
@@ -128,12 +143,15 @@ class Listener:
         self.now = 0.0
         self.date = b""
         self.stopping = False
-        shortest = min(limits.header_timeout_seconds, limits.keep_alive_seconds)
+        shortest = min(
+            limits.header_timeout_seconds, limits.keep_alive_seconds, limits.send_timeout_seconds
+        )
         self.tick_seconds = min(1.0, max(0.01, shortest / 4))
         # A phase's start is stamped with the clock of the last tick, up to a tick early: a
         # deadline is then never met before its time, and at most two ticks after.
         self._head_seconds = limits.header_timeout_seconds + self.tick_seconds
         self._idle_seconds = limits.keep_alive_seconds + self.tick_seconds
+        self._send_seconds = limits.send_timeout_seconds + self.tick_seconds
         self._second = 0
         self._ticker: asyncio.TimerHandle | None = None
 
@@ -174,9 +192,13 @@ class Listener:
         self.sweep()
 
     def sweep(self) -> None:
-        """Answer 408 to requests sent too slowly; close connections idle too long."""
+        """Answer 408 to requests sent too slowly; close connections idle too long; cut off
+        clients that take nothing of what is written."""
         now, head_seconds = self.now, self._head_seconds
         for conn in list(self.connections):
+            if conn.writing_paused and now - conn.paused_at > self._send_seconds:
+                conn.reset()
+                continue
             if conn.busy:
                 continue
             age = now - conn.since
@@ -239,6 +261,8 @@ class Connection(asyncio.Protocol):
         self.since = listener.now
         self.closed = False
         self.writing_paused = False
+        # When writing last paused, on the listener's clock (the send deadline's origin).
+        self.paused_at = 0.0
         self.reading_paused = False
         # Reading stops for good (after an upgrade, or once the connection is ending).
         self.holding = False
@@ -313,6 +337,7 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self.paused_at = self.listener.now
         self._flow()
 
     def resume_writing(self) -> None:
@@ -343,12 +368,16 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.request.headers
-        headers.append((name.lower(), value))
+        name = name.lower()
+        headers.append((name, value))
         self.header_size += len(name) + len(value)
         if self.header_size > self._max_header_bytes:
             raise HeadersTooLarge(f"the request headers exceed {self._max_header_bytes} bytes")
         if len(headers) > self._max_headers:
             raise HeadersTooLarge(f"the request has more than {self._max_headers} headers")
+        if name == b"content-length" and declared_length(value) > self._max_body:
+            # Refused before a byte of the body is waited for or read.
+            raise PayloadTooLarge(f"the request body exceeds {self._max_body} bytes")
 
     def on_body(self, body: bytes) -> None:
         request = self.request
@@ -466,6 +495,16 @@ class Connection(asyncio.Protocol):
         self.queue.clear()
         if self.transport is not None:
             self.transport.abort()
+
+    def reset(self) -> None:
+        """Close at once with a reset: what the system still buffers for the client is dropped
+        too (a plain close would keep it, and the connection, until the client takes it)."""
+        if self.transport is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NONE)
+        self.abort()
 
     async def writable(self) -> None:
         """Wait while the client is not taking what was written."""

@@ -28,3 +28,6 @@ class Limits:
     keep_alive_seconds: float = float(KEEP_ALIVE_SECONDS)
     # Requests parsed ahead of the one being answered before reading pauses.
     pipeline_depth: int = 16
+    # Time a client may leave what is written untaken (its buffers full) before it is cut off,
+    # freeing what its answer holds (a balancer's backend connection).
+    send_timeout_seconds: float = 60.0

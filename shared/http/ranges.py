@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Protocol
 
 from shared.core.errors import RangeNotSatisfiable
+
+# Longer than any single range a player sends; longer headers are ignored unread.
+MAX_RANGE_HEADER_CHARS = 200
+# One range of bytes (RFC 9110 14.1.2): ASCII digits only, optional whitespace around the whole.
+_RANGE = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)-([0-9]*)[ \t]*", re.IGNORECASE)
 
 
 class RequestHeaders(Protocol):
@@ -32,36 +38,38 @@ class ByteRange:
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The single range a ``Range`` header asks for; None means send the whole object.
 
-    Multiple ranges and unknown units are answered with the whole object, as RFC 9110 allows.
-    An unsatisfiable range raises RangeNotSatisfiable carrying ``Content-Range: bytes */size``.
+    Multiple ranges, unknown units, anything but ASCII digits and headers over
+    ``MAX_RANGE_HEADER_CHARS`` are answered with the whole object, as RFC 9110 allows. An
+    unsatisfiable range raises RangeNotSatisfiable carrying ``Content-Range: bytes */size``;
+    nothing else is raised, and a range returned lies within the object.
     """
-    if not header:
+    if not header or len(header) > MAX_RANGE_HEADER_CHARS:
         return None
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
+    match = _RANGE.fullmatch(header)
+    if match is None:
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    unsatisfiable = RangeNotSatisfiable(
-        f"range {spec!r} is outside the object's {size} bytes",
-        headers={"Content-Range": f"bytes */{size}"},
-    )
-    try:
-        if first == "":
-            suffix = int(last)
-            if suffix <= 0 or size == 0:
-                raise unsatisfiable
-            return ByteRange(max(0, size - suffix), size - 1)
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        return None
-    if start < 0 or (last and end < start):
+    first, last = match.groups()
+    if first == "":
+        if last == "":
+            return None
+        suffix = int(last)
+        if suffix == 0 or size <= 0:
+            raise _unsatisfiable(size)
+        return ByteRange(max(0, size - suffix), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
         return None  # syntactically invalid: ignore the header (RFC 9110 14.2)
     if start >= size:
-        raise unsatisfiable
+        raise _unsatisfiable(size)
     return ByteRange(start, min(end, size - 1))
+
+
+def _unsatisfiable(size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable(
+        f"the range lies outside the object's {size} bytes",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
 
 
 def http_date(moment: datetime) -> str:
@@ -76,12 +84,11 @@ def _seconds(value: Validator) -> int | None:
     """Whole seconds of a Last-Modified given as a datetime or an HTTP date, None if unknown."""
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-    return int(value.timestamp())
+    try:
+        moment = parsedate_to_datetime(value) if isinstance(value, str) else value
+        return int(moment.timestamp())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def not_modified(headers: RequestHeaders, etag: str | None, last_modified: Validator) -> bool:

@@ -1,14 +1,24 @@
-"""ffprobe helper: what a media file contains, or a clear NotMedia error."""
+"""ffprobe helper: what a media file contains, or a NotMedia error fit to show its uploader.
+
+ffprobe's own words stay in the server log: they name server paths and internals.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from shared.core.errors import NotMedia
+from shared.media import tools
+from shared.media.inputs import check_format, input_args
+
+log = logging.getLogger(__name__)
+
+NOT_MEDIA = "the file is not a recognised media file"
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,7 @@ class MediaInfo:
     audio_codec: str | None = None
     audio_channels: int | None = None
     rotation: int = 0
+    stream_count: int = 0
 
     @property
     def display_size(self) -> tuple[int, int] | None:
@@ -87,31 +98,60 @@ def parse_probe(data: dict[str, Any]) -> MediaInfo:
         audio_codec=audio.get("codec_name") if audio else None,
         audio_channels=int(audio["channels"]) if audio and audio.get("channels") else None,
         rotation=_rotation(video) if video else 0,
+        stream_count=len(streams),
     )
 
 
-async def probe(source: str, *, timeout_seconds: float = 60, ffprobe: str = "ffprobe") -> MediaInfo:
-    """Probe a local path or URL; raise NotMedia with ffprobe's own words when it fails."""
-    proc = await asyncio.create_subprocess_exec(
-        ffprobe,
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        source,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+async def probe(
+    path: str, *, label: str = "", timeout_seconds: float = 60, ffprobe: str = "ffprobe"
+) -> MediaInfo:
+    """Probe a local file; raise NotMedia unless it is playable media in an accepted container.
+
+    ``label`` names the file in the log line that keeps ffprobe's error output.
+    """
+    proc = await tools.start(
+        [
+            ffprobe,
+            "-v",
+            "error",
+            # One decoding thread: probing decodes a frame or two, and a huge frame per thread
+            # would multiply the memory a hostile file costs.
+            "-threads",
+            "1",
+            *input_args(),
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            "-i",
+            path,
+        ]
     )
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = asyncio.create_task(tools.read_tail(proc.stderr))
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_seconds)
+        async with asyncio.timeout(timeout_seconds):
+            out = await proc.stdout.read()
+            await proc.wait()
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        log.info("ffprobe ran past %s s on %s; killed", timeout_seconds, label or path)
         raise NotMedia("probing the file took too long") from None
+    finally:
+        await tools.kill(proc)
+        err = (await stderr).decode(errors="replace").strip()
     if proc.returncode != 0:
-        reason = err.decode(errors="replace").strip().splitlines()
-        detail = reason[-1] if reason else f"ffprobe exited with {proc.returncode}"
-        raise NotMedia(f"the file is not a recognised media file ({detail})")
-    return parse_probe(json.loads(out or b"{}"))
+        log.info(
+            "ffprobe refused %s (%s): %s",
+            label or path,
+            tools.exit_words(proc.returncode or 0),
+            err.replace("\n", " | ") or "no output",
+        )
+        raise NotMedia(NOT_MEDIA)
+    try:
+        data = json.loads(out or b"{}")
+    except ValueError:
+        log.warning("ffprobe printed no JSON for %s", label or path)
+        raise NotMedia(NOT_MEDIA) from None
+    info = parse_probe(data)
+    check_format(info.format_name)
+    return info

@@ -41,7 +41,7 @@ class Resources:
     @functools.cached_property
     def signer(self) -> Signer:
         """The process's one signer, built from its settings on first use."""
-        return Signer(self.settings.signing_keys, self.settings.signing_key_id)
+        return Signer.from_settings(self.settings)
 
     def need_db(self) -> Database:
         if self.db is None:

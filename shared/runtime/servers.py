@@ -119,6 +119,8 @@ async def serve_http2(app: Any, settings: Any, *, host: str, port: int) -> None:
             getattr(settings, "upload_h2_connection_window_bytes", 2**24)
         ),
         max_concurrent_streams=100,
+        # Granian's default lets one stream's header list reach 16 MiB.
+        max_headers_size=int(getattr(settings, "upload_h2_max_headers_bytes", 64 * 1024)),
     )
     # A bigger read buffer hands an HTTP/1.1 body to the app in fewer, bigger chunks.
     h1 = HTTP1Settings(

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 
 from shared.core.errors import BadRequest, NotFound
 from shared.core.keys import check_key
@@ -134,6 +135,9 @@ class FilesystemStore(ObjectStore):
 
     def _info(self, key: str, path: Path) -> ObjectInfo:
         st = path.stat()
+        if not S_ISREG(st.st_mode):
+            # A folder of other objects (``videos/<id>``) is no object: S3 knows no such key.
+            raise IsADirectoryError(key)
         return ObjectInfo(
             key=key,
             size=st.st_size,

@@ -1,8 +1,10 @@
 """The finalize step every upload path ends with.
 
 Both upload services (the streamed upload and tus) end here. After a source is fully stored:
-ffprobe it, then write the video row and its transcode job in one transaction. Bytes that are
-not media are deleted and no row or job is written, so a rejected upload leaves nothing behind.
+ffprobe a local copy of it (never a URL: a playlist probed from a URL fetches the URLs it names),
+check it against the media limits, then write the video row and its transcode job in one
+transaction. Bytes that are not media, or more media than the limits allow, are deleted and no
+row or job is written, so a rejected upload leaves nothing behind.
 Until then a video exists only as its progress record in Redis (stage ``uploading``), which is
 what ``GET /api/videos/{id}/events`` follows.
 """
@@ -17,6 +19,7 @@ from shared.core.errors import NotMedia
 from shared.db.models import Video, VideoState
 from shared.db.repositories import VideoRepository
 from shared.media.ffprobe import MediaInfo, probe
+from shared.media.limits import MediaLimits
 from shared.mq.outbox import add_job, new_transcode_job
 from shared.runtime.resources import Resources
 from shared.storage.base import ObjectStore
@@ -50,21 +53,17 @@ async def reject_progress(res: Resources, video_id: uuid.UUID, reason: str) -> N
         log.warning("could not record the rejection of %s in Redis", video_id)
 
 
-async def probe_stored(store: ObjectStore, key: str) -> MediaInfo:
-    """Probe a stored object without copying it when the store hands out a URL.
-
-    ffprobe reads only the parts it needs over HTTP, so a large S3 source is not downloaded
-    here. A failure through the URL is confirmed on a local copy before it counts, so a network
-    error never rejects good media.
-    """
-    url = await store.read_url(key)
-    if url is not None:
-        try:
-            return await probe(url)
-        except NotMedia as exc:
-            log.info("probing %s by URL failed (%s); confirming on a local copy", key, exc)
+async def probe_stored(store: ObjectStore, key: str, *, label: str = "") -> MediaInfo:
+    """Probe a stored object on a local copy (the file itself on disk, else a download)."""
     async with media_location(store, key) as location:
-        return await probe(location)
+        return await probe(location, label=label or key)
+
+
+async def _refuse(
+    res: Resources, store: ObjectStore, key: str, video_id: uuid.UUID, why: str
+) -> None:
+    await store.delete(key)
+    await reject_progress(res, video_id, why)
 
 
 async def finalize_source(
@@ -81,12 +80,16 @@ async def finalize_source(
     db = res.need_db()
     # Taken before the commit: a process without a relay must fail before the upload is recorded.
     relay = res.need_outbox()
+    limits = MediaLimits.from_settings(res.settings)
     try:
-        info = await probe_stored(store, key)
+        info = await probe_stored(store, key, label=f"video {video_id}")
+        limits.check(info)
     except NotMedia as exc:
-        await store.delete(key)
-        log.info("upload %s rejected: not media", video_id)
-        await reject_progress(res, video_id, exc.detail)
+        log.info("upload %s rejected: %s", video_id, exc.detail)
+        await _refuse(res, store, key, video_id, exc.detail)
+        raise
+    except BaseException:
+        await _refuse(res, store, key, video_id, "the upload could not be checked")
         raise
     width, height = info.display_size or (None, None)
     try:
@@ -111,8 +114,7 @@ async def finalize_source(
             await session.flush()
             add_job(session, new_transcode_job(video_id, key))
     except BaseException:
-        await store.delete(key)
-        await reject_progress(res, video_id, "the upload could not be recorded")
+        await _refuse(res, store, key, video_id, "the upload could not be recorded")
         raise
     if res.redis is not None:
         await progress.publish(

@@ -44,14 +44,20 @@ async def video(res: Resources, media_dir: Path) -> AsyncIterator[SeededVideo]:
 
 
 def gateway_sig(path: str, exp: int, secret: str = SECRET) -> str:
-    """The gateway's formula, written out independently of shared.core.signing."""
+    """The gateway's (legacy) formula, written out independently of shared.core.signing."""
     return hmac.new(secret.encode(), (path + str(exp)).encode(), hashlib.sha256).hexdigest()
+
+
+def v2_sig(path: str, exp: int, secret: str = SECRET) -> str:
+    """The platform's version 2 signature, written out independently of shared.core.signing."""
+    message = f"v2\n{path}\n{exp}".encode()
+    return "v2." + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 def assert_signed(url: str, path: str) -> int:
     query = query_of(url)
     exp = int(query["exp"])
-    assert query["sig"] == gateway_sig(path, exp), url
+    assert query["sig"] == v2_sig(path, exp), url
     return exp
 
 
@@ -60,7 +66,7 @@ def test_stream_urls_have_the_gateway_shape(origin: str, video: SeededVideo) -> 
     body = httpx.get(f"{origin}/api/stream/{video.id}").json()
     assert set(body) >= {"master_url", "variants", "expires_in"}
     pattern = (
-        rf"^{re.escape(origin)}/origin/{video.master_key}\?exp=(\d+)&sig=([0-9a-f]{{64}})&kid=k1$"
+        rf"^{re.escape(origin)}/origin/{video.master_key}\?exp=(\d+)&sig=v2\.[0-9a-f]{{64}}&kid=k1$"
     )
     match = re.match(pattern, body["master_url"])
     assert match, body["master_url"]
@@ -164,7 +170,10 @@ def test_refusals_are_403_with_a_json_error(origin: str, video: SeededVideo) -> 
         body = response.json()
         assert body["error"] == "forbidden" and body["detail"], case
     # Without a key id every accepted key is tried, as URLs signed by the gateway had none.
-    legacy = f"{base}/{segment}?exp={q['exp']}&sig={q['sig']}"
+    no_kid = f"{base}/{segment}?exp={q['exp']}&sig={q['sig']}"
+    assert httpx.get(no_kid).status_code == 200
+    # The gateway's own (unversioned) signatures still verify within the expiry bound.
+    legacy = f"{base}/{segment}?exp={q['exp']}&sig={gateway_sig(segment, int(q['exp']))}"
     assert httpx.get(legacy).status_code == 200
     assert httpx.get(good).status_code == 200
     missing = httpx.get(signer.signed_url(base, video.key("360p/nope.m4s"), 60))
@@ -190,12 +199,13 @@ def test_token_mode_covers_the_video_prefix(origin: str, video: SeededVideo) -> 
     match = re.match(rf"^{re.escape(origin)}/origin/t/([^/]+)/{video.master_key}$", master_url)
     assert match, master_url
     token = match.group(1)
-    kid, exp, sig = token.split(".")
+    kid, exp, depth, sig = token.split(".")
     # Issued for the playlist TTL plus the whole video, counted from when it was asked for.
     assert kid == "k1" and body["expires_in"] >= 300 + 8
     assert before + body["expires_in"] <= int(exp) <= int(time.time()) + body["expires_in"]
     covered = f"{video.prefix}hls/"  # the master's folder, not the whole video folder
-    expected = hmac.new(SECRET.encode(), f"t:{covered}{exp}".encode(), hashlib.sha256)
+    assert depth == "3"
+    expected = hmac.new(SECRET.encode(), f"v2\nt\n{covered}\n{exp}".encode(), hashlib.sha256)
     assert sig == expected.hexdigest()
     source = master_url.replace("hls/master.m3u8", "source")
     assert httpx.get(source).status_code == 403  # the uploaded original stays private
@@ -252,7 +262,7 @@ def test_key_rotation_accepts_old_and_new_keys(
         fresh = httpx.get(f"{during}/api/stream/{video.id}").json()["master_url"]
         assert query_of(fresh)["kid"] == "k2"
         exp = int(query_of(fresh)["exp"])
-        assert query_of(fresh)["sig"] == gateway_sig(video.master_key, exp, new_secret)
+        assert query_of(fresh)["sig"] == v2_sig(video.master_key, exp, new_secret)
         assert httpx.get(fresh).status_code == 200
         forged = old_url.replace("kid=k1", "kid=k2")
         assert httpx.get(forged).status_code == 403

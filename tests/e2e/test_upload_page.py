@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.support.browser import launch_chromium
 from tests.support.media import make_clip
+from tests.support.ports import free_port
 from tests.support.processes import Processes
 
 
@@ -17,7 +19,12 @@ from tests.support.processes import Processes
 def test_chromium_uploads_through_the_page_and_sees_ready(
     procs: Processes, media_dir: Path, site: str
 ) -> None:
-    service = procs.service("chunked_upload")
+    port = free_port()
+    # The page sends only to its own origin or to an endpoint the server lists in it.
+    listed = json.dumps([f"http://127.0.0.1:{port}/files/"])
+    service = procs.service(
+        "chunked_upload", port=port, env={"CHUNKED_UPLOAD_PAGE_ENDPOINTS": listed}
+    )
     procs.worker("push")
     page_url = f"{service.url}/upload"
     if site == "other":
@@ -46,6 +53,7 @@ def test_chromium_uploads_through_the_page_and_sees_ready(
             )
             video_id = page.text_content("#video-id")
             assert not errors, errors
+            assert page.is_hidden("#notice")
         finally:
             browser.close()
     video = httpx.get(f"{service.url}/api/videos/{video_id}").json()

@@ -43,7 +43,7 @@ async def test_corrupt_and_truncated_sources_fail_after_the_attempts_cap(
         for job in (truncated, corrupt):
             await mq.need_broker().publish_job(job)
 
-        for job, words in ((truncated, "truncated or corrupt"), (corrupt, "ffmpeg failed")):
+        for job, words in ((truncated, "truncated or corrupt"), (corrupt, "the encoder stopped")):
             video = await state_in(res, job.video_id, {"failed", "ready"}, within=120)
             assert video.state == "failed"
             assert video.error and words in video.error, video.error

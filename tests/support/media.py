@@ -15,6 +15,14 @@ from shared.media.samples import synthetic_clip as make_clip
 MIB = 1024 * 1024
 
 
+def ffmpeg_file(path: Path, *args: str) -> Path:
+    """What ffmpeg makes of ``args`` (inputs, filters, codecs) at ``path``, made once per path."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", *args, str(path)], check=True)
+    return path
+
+
 def faststart_clip(path: Path, *, seconds: float, size: str) -> Path:
     """A clip with its index (moov) first, so a truncated copy still probes as whole."""
     return make_clip(path, seconds=seconds, size=size, faststart=True)

@@ -11,7 +11,7 @@ from shared.core.signing import Signer
 def signer_of(settings: BaseServiceSettings | None = None) -> Signer:
     """The signer of ``settings``; by default of the environment's (the session's) settings."""
     settings = settings or BaseServiceSettings()
-    return Signer(settings.signing_keys, settings.signing_key_id)
+    return Signer.from_settings(settings)
 
 
 def signed(base: str, key: str, ttl: int = 300) -> str:

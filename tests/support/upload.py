@@ -1,21 +1,36 @@
-"""tus clients for the upload tests: tus-js-client (under tests/node) and tuspy.
+"""Helpers of the upload tests: tus clients, upload services of their own, raw requests.
 
-``python -m tests.support.upload ENDPOINT FILE STORE`` uploads with tuspy chunk by chunk, as a
-process of its own that a test may watch die half-way.
+tus-js-client (under tests/node) and tuspy are the clients. ``python -m tests.support.upload
+ENDPOINT FILE STORE`` uploads with tuspy chunk by chunk, as a process of its own that a test may
+watch die half-way. ``own_service`` starts an upload service whose Redis keys and queued jobs
+are its own, so that what its requests leave behind can be counted while other test runs share
+the machine's Redis; ``send_raw`` sends bytes no HTTP client would.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
+
+from shared.core.settings import BaseServiceSettings
+from tests.support.infra import private_queues
 from tests.support.media import MIB
 from tests.support.paths import ROOT
+from tests.support.processes import Processes
 
 NODE_DIR = ROOT / "tests" / "node"
 
@@ -28,6 +43,79 @@ def ensure_node_clients() -> Path:
             raise RuntimeError("npm is needed for the tus-js-client tests")
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
     return NODE_DIR
+
+
+@dataclass(frozen=True)
+class OwnService:
+    url: str
+    env: dict[str, str]  # what the service runs with on top of the session's environment
+
+    def settings(self) -> BaseServiceSettings:
+        """The service's infrastructure, to count what its requests leave behind."""
+        return BaseServiceSettings(
+            redis_url=self.env["REDIS_URL"],
+            mq_prefix=self.env["MQ_PREFIX"],
+            amqp_heartbeat_seconds=0,
+        )
+
+
+@contextlib.contextmanager
+def own_service(
+    name: str, test_env: dict[str, str], log_dir: Path, **env: str
+) -> Iterator[OwnService]:
+    """``vsp serve NAME`` with a Redis database and a broker topology of its own."""
+    redis_base = test_env["REDIS_URL"].rsplit("/", 1)[0]
+    manager = Processes(log_dir, test_env)
+    with private_queues(f"{name}-{uuid.uuid4().hex[:6]}") as queues:
+        service_env = {
+            **queues,
+            "REDIS_URL": f"{redis_base}/{random.randint(1, 15)}",
+            **env,
+        }
+        try:
+            proc = manager.service(name, env=service_env)
+            yield OwnService(proc.url, service_env)
+        finally:
+            manager.stop_all()
+
+
+def send_raw(url: str, request: bytes, timeout: float = 5) -> httpx.Response:
+    """Send ``request`` as is on a new connection; the answer, read until the server closes.
+
+    A server that refuses early may close while the request is still being written: the answer
+    it sent first is still read.
+    """
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "", parts.port or 80), timeout) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        received = bytearray()
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                received += chunk
+                if _complete(bytes(received)):
+                    break
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    if not head:
+        raise ConnectionError("the server closed the connection without an answer")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(line.split(":", 1)) for line in header_lines if ":" in line]
+    return httpx.Response(
+        int(status_line.split()[1]),
+        headers=[(k.strip(), v.strip()) for k, v in headers],
+        content=body,
+    )
+
+
+def _complete(received: bytes) -> bool:
+    head, sep, body = received.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
 
 
 def _tuspy_main(argv: list[str]) -> None:

@@ -12,13 +12,14 @@ from typing import cast
 import pytest
 
 from services.edge.hotpath import Reply, answer
-from services.edge.service import Edge, Served
+from services.edge.service import Edge, KnownMissing, Served
 from services.edge.store import Entry
 from shared.core.errors import NotFound
 from shared.core.signing import Credentials, Signer
 
 PREFIX = "videos/v1/hls/"
 KEY = PREFIX + "720p/seg_00001.m4s"
+GONE = PREFIX + "720p/gone.m4s"
 DATA = os.urandom(1000)
 ETAG = '"abc"'
 LAST_MODIFIED = "Tue, 01 Oct 2024 10:00:00 GMT"
@@ -42,6 +43,8 @@ class StubEdge:
 
     async def get(self, key: str) -> Served:
         self.asked.append(key)
+        if key == GONE:
+            raise KnownMissing("no such object at the origin")
         if key != KEY:
             raise NotFound(f"{key} does not exist")
         entry = Entry(
@@ -173,3 +176,11 @@ async def test_a_missing_object_is_a_404_from_the_cache() -> None:
     key = PREFIX + "720p/nope.m4s"
     reply = await ask(f"/origin/{key}", SIGNER.sign(key, 60).query())
     assert reply.status == 404 and json.loads(reply.body)["error"] == "not_found"
+    assert header(reply, "x-cache") == "MISS"
+
+
+async def test_a_remembered_404_is_answered_as_a_cache_hit() -> None:
+    reply = await ask(f"/origin/{GONE}", SIGNER.sign(GONE, 60).query())
+    assert reply.status == 404 and json.loads(reply.body)["error"] == "not_found"
+    assert header(reply, "x-cache") == "HIT"
+    assert header(reply, "cache-control") == "no-store"

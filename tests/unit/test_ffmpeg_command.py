@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.transcoder.ffmpeg import EncodeOptions, build_command, poster_seconds
+import pytest
+
+from services.transcoder.ffmpeg import (
+    EncodeOptions,
+    build_command,
+    poster_seconds,
+    time_budget_seconds,
+)
 from services.transcoder.ladder import Rung, plan_ladder
 from shared.media.ffprobe import MediaInfo
+from shared.media.inputs import ACCEPTED_FORMATS
 
 OUT = Path("/out")
 POSTER = Path("/out/poster.jpg")
@@ -45,21 +53,43 @@ def maps(cmd: list[str]) -> list[str]:
 
 def test_global_options_and_progress_come_before_the_single_input() -> None:
     cmd = command(media())
-    assert cmd[: cmd.index("-i") + 2] == [
+    assert cmd[: cmd.index("-progress") + 4] == [
         "ffmpeg",
         "-hide_banner",
         "-nostdin",
         "-y",
         "-loglevel",
         "error",
+        "-filter_complex_threads",
+        "4",
         "-progress",
         "pipe:1",
         "-stats_period",
         "1",
+    ]
+    assert cmd.count("-i") == 1
+
+
+def test_the_input_is_read_as_one_local_file_in_an_accepted_container() -> None:
+    cmd = command(media(), opts=EncodeOptions(max_decode_pixels=1000))
+    given = cmd[cmd.index("-stats_period") + 2 : cmd.index("-i") + 2]
+    # Per-input options apply to the next -i only, so they sit right before it.
+    assert given == [
+        "-threads",
+        "4",
+        "-max_pixels",
+        "1000",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        ",".join(ACCEPTED_FORMATS),
         "-i",
         "in.mp4",
     ]
-    assert cmd.count("-i") == 1
+    formats = value(cmd, "-format_whitelist").split(",")
+    assert {"mov", "matroska", "mpegts", "wav"} <= set(formats)
+    assert not {"hls", "concat", "image2", "sdp", "dash"} & set(formats)
+    assert "-max_pixels" not in command(media())
 
 
 def test_video_with_audio_maps_one_audio_copy_per_rung() -> None:
@@ -121,7 +151,17 @@ def test_the_poster_is_one_more_branch_of_the_split_and_the_last_output() -> Non
     assert [c.split("scale=")[0] for c in chains[1:6]] == [f"[s{i}]" for i in range(5)]
     assert chains[6].startswith(f"[s5]select='gte(t\\,{poster_seconds(info)})'")
     assert chains[6].endswith("[poster]")
-    assert cmd[-7:] == ["-map", "[poster]", "-frames:v", "1", "-q:v", "4", str(POSTER)]
+    assert cmd[-9:] == [
+        "-map",
+        "[poster]",
+        "-frames:v",
+        "1",
+        "-q:v",
+        "4",
+        "-threads",
+        "4",
+        str(POSTER),
+    ]
 
 
 def test_keyframes_follow_the_gop_and_default_to_30_fps() -> None:
@@ -132,9 +172,26 @@ def test_keyframes_follow_the_gop_and_default_to_30_fps() -> None:
     assert value(cmd, "-force_key_frames") == "expr:gte(t,n_forced*3)"
 
 
-def test_threads_are_passed_only_when_set() -> None:
-    assert "-threads" not in command(media())
-    assert value(command(media(), opts=EncodeOptions(threads=4)), "-threads") == "4"
+def test_threads_are_bounded_for_the_decoder_the_filters_and_every_output() -> None:
+    cmd = command(media(), opts=EncodeOptions(threads=3), poster=POSTER)
+    assert value(cmd, "-filter_complex_threads") == "3"
+    at = [i for i, arg in enumerate(cmd) if arg == "-threads"]
+    assert [cmd[i + 1] for i in at] == ["3", "3", "3"]
+    decoder, hls, poster = at
+    assert decoder < cmd.index("-i") < hls < cmd.index("-f") < poster < len(cmd) - 1
+    audio_only = command(media(video=False), opts=EncodeOptions(threads=2))
+    assert audio_only.count("-threads") == 2
+
+
+def test_the_time_budget_grows_with_the_duration_up_to_the_cap() -> None:
+    def budget(seconds: float) -> float:
+        return time_budget_seconds(seconds, base_seconds=300, factor=2.5, cap_seconds=43_200)
+
+    assert budget(10) == pytest.approx(325)
+    assert budget(600) == pytest.approx(1800)
+    assert budget(3600) == 2 * budget(1800) - 300
+    assert budget(4 * 3600) == pytest.approx(36_300)
+    assert budget(24 * 3600) == 43_200
 
 
 def test_hls_muxer_writes_fmp4_event_playlists_per_variant() -> None:

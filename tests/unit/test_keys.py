@@ -7,7 +7,7 @@ import time
 import pytest
 
 from shared.core.errors import BadRequest
-from shared.core.keys import MAX_KEY_BYTES, MAX_KEY_DEPTH, check_key
+from shared.core.keys import MAX_COMPONENT_BYTES, MAX_KEY_BYTES, MAX_KEY_DEPTH, check_key
 
 
 @pytest.mark.parametrize(
@@ -18,7 +18,8 @@ from shared.core.keys import MAX_KEY_BYTES, MAX_KEY_DEPTH, check_key
         "uploads/0b1c/parts/00001",
         "a",
         "a/" * (MAX_KEY_DEPTH - 1) + "b",
-        "a" * MAX_KEY_BYTES,
+        "a" * MAX_COMPONENT_BYTES,
+        "/".join(["a" * MAX_COMPONENT_BYTES] * 4),
     ],
 )
 def test_canonical_keys_pass(key: str) -> None:
@@ -44,6 +45,9 @@ def test_canonical_keys_pass(key: str) -> None:
         "a b",
         "é",
         "a/" * MAX_KEY_DEPTH + "b",
+        "a" * (MAX_COMPONENT_BYTES + 1),
+        "a/" + "b" * (MAX_COMPONENT_BYTES + 1),
+        "/".join(["a" * MAX_COMPONENT_BYTES] * 5),
         "a" * (MAX_KEY_BYTES + 1),
     ],
 )

@@ -53,6 +53,33 @@ def test_4k_source_adds_2160p_and_1440p() -> None:
     assert names == ["2160p", "1440p", "1080p", "720p", "480p", "360p", "240p"]
 
 
+@pytest.mark.parametrize(
+    ("width", "height", "top"),
+    [
+        (16384, 16384, (2160, 2160)),
+        (7680, 4320, (3840, 2160)),
+        (4320, 7680, (2160, 3840)),
+        (5000, 3000, (3600, 2160)),
+        (4096, 2160, (4096, 2160)),
+        (8192, 1000, (4096, 500)),
+    ],
+)
+def test_the_top_rung_never_goes_above_2160p(width: int, height: int, top: tuple[int, int]) -> None:
+    planned = plan_ladder(video(width, height))
+    assert (planned[0].width, planned[0].height) == top
+    for rung in planned:
+        assert rung.width is not None and rung.height is not None
+        assert min(rung.width, rung.height) <= 2160 and max(rung.width, rung.height) <= 4096
+        assert rung.width % 2 == 0 and rung.height % 2 == 0
+        assert rung.width / rung.height == pytest.approx(width / height, rel=0.01)
+    assert planned[0].name == f"{min(top)}p"
+
+
+def test_a_huge_source_gets_the_4k_bitrate_at_most() -> None:
+    top = plan_ladder(video(16384, 16384))[0]
+    assert (top.name, top.video_kbps) == ("2160p", 12000)
+
+
 def test_never_upscales() -> None:
     assert sizes(video(640, 360)) == [(640, 360), (426, 240)]
     assert max(h for _, h in sizes(video(640, 360))) == 360  # type: ignore[type-var]

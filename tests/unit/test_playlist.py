@@ -70,7 +70,7 @@ def test_master_rewrite_signs_every_variant_media_and_iframe_uri() -> None:
     assert 'URI="360p/iframes.m3u8?exp=' in out
     assert 'URI="keys/session.key?exp=' in out
     # An existing query is kept and merged, not replaced.
-    assert re.search(r"^180p/index\.m3u8\?lang=en&exp=\d+&sig=[0-9a-f]{64}&kid=k1$", out, re.M)
+    assert re.search(r"^180p/index\.m3u8\?lang=en&exp=\d+&sig=v2\.[0-9a-f]{64}&kid=k1$", out, re.M)
     # Absolute URIs point elsewhere and are left alone.
     assert "https://elsewhere.example/abs/index.m3u8\n" in out
     # Tags and attributes other than URIs are untouched.
@@ -88,7 +88,7 @@ def test_variant_rewrite_signs_map_key_and_every_segment() -> None:
     assert hls.resolve(key, key_uri) == "videos/v/hls/keys/k.key"
     segments = [x for x in out.splitlines() if x and not x.startswith("#")]
     assert segments[0].startswith("seg_00000.m4s?exp=")
-    assert re.fullmatch(r"seg_00001\.m4s\?exp=\d+&sig=[0-9a-f]{64}&kid=k1#t=1", segments[1])
+    assert re.fullmatch(r"seg_00001\.m4s\?exp=\d+&sig=v2\.[0-9a-f]{64}&kid=k1#t=1", segments[1])
     assert segments[2] == "/absolute/seg_00002.m4s"
     for uri in (map_uri, key_uri, segments[0], segments[1]):
         q = query_of(uri.split("#", 1)[0])

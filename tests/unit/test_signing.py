@@ -1,4 +1,5 @@
-"""Query signatures (the gateway's formula), key rotation and path tokens."""
+"""Query signatures (version 2 and the gateway's legacy formula), key rotation, path tokens and
+the bound on how far ahead any of them may expire."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 
 from shared.core.errors import BadRequest, Forbidden
 from shared.core.signing import (
+    CLOCK_SKEW_SECONDS,
     Credentials,
     Signer,
-    folder_prefixes,
     gateway_signature,
+    prefix_at,
     request_key,
     split_token_path,
 )
@@ -26,14 +28,47 @@ def signer(current: str = "k1", **keys: str) -> Signer:
     return Signer(keys or {"k1": "first-secret-0123456789"}, current)
 
 
-def test_signature_is_the_gateway_formula() -> None:
+def test_signature_is_version_2_with_separators() -> None:
     signed = signer().sign(PATH, 60, now=NOW)
     expected = hmac.new(
-        b"first-secret-0123456789", f"{PATH}{NOW + 60}".encode(), hashlib.sha256
+        b"first-secret-0123456789", f"v2\n{PATH}\n{NOW + 60}".encode(), hashlib.sha256
     ).hexdigest()
     assert signed.exp == NOW + 60
-    assert signed.sig == expected == gateway_signature("first-secret-0123456789", PATH, NOW + 60)
-    assert signed.query() == f"exp={NOW + 60}&sig={expected}&kid=k1"
+    assert signed.sig == f"v2.{expected}"
+    assert signed.query() == f"exp={NOW + 60}&sig=v2.{expected}&kid=k1"
+
+
+def test_gateway_signatures_verify_while_legacy_is_accepted() -> None:
+    legacy = gateway_signature("first-secret-0123456789", PATH, NOW + 60)
+    assert signer().verify(PATH, NOW + 60, legacy, now=NOW) == NOW + 60
+    strict = Signer({"k1": "first-secret-0123456789"}, "k1", accept_legacy=False)
+    with pytest.raises(Forbidden, match="unversioned"):
+        strict.verify(PATH, NOW + 60, legacy, now=NOW)
+    assert strict.verify(PATH, NOW + 60, strict.sign(PATH, 60, now=NOW).sig, now=NOW)
+
+
+def test_a_resplit_gateway_signature_is_refused_by_the_expiry_bound() -> None:
+    """``.../seg_1`` until exp is, to the gateway's formula, ``.../seg_`` until ``1`` + exp."""
+    key = "videos/abc/hls/360p/seg_1"
+    legacy = gateway_signature("first-secret-0123456789", key, NOW + 60)
+    with pytest.raises(Forbidden, match="too far ahead"):
+        signer().verify(key[:-1], f"1{NOW + 60}", legacy, now=NOW)
+    # Version 2 separates the two: the same move is an invalid signature even within the bound.
+    s = Signer({"k1": "first-secret-0123456789"}, "k1", max_ttl_seconds=10**11)
+    signed = s.sign(key, 60, now=NOW)
+    with pytest.raises(Forbidden, match="invalid"):
+        s.verify(key[:-1], f"1{signed.exp}", signed.sig, now=NOW)
+
+
+def test_far_future_expiries_are_refused_and_never_issued() -> None:
+    s = Signer({"k1": "first-secret-0123456789"}, "k1", max_ttl_seconds=3600)
+    assert s.sign(PATH, 10**9, now=NOW).exp == NOW + 3600
+    ahead = NOW + 3600 + CLOCK_SKEW_SECONDS
+    assert s.verify(PATH, ahead, s.sign(PATH, 3600, now=NOW + CLOCK_SKEW_SECONDS).sig, now=NOW)
+    with pytest.raises(Forbidden, match="too far ahead"):
+        s.verify(PATH, ahead + 1, "0" * 64, now=NOW)
+    with pytest.raises(Forbidden, match="too far ahead"):
+        s.verify_token_path(f"k1.{ahead + 1}.2.{'0' * 64}", PATH, now=NOW)
 
 
 def test_signed_url_shape() -> None:
@@ -59,6 +94,9 @@ def test_verify_accepts_until_exp_then_refuses() -> None:
         (str(NOW + 60), "0" * 64, None, "invalid"),
         (str(NOW + 61), "VALID", None, "invalid"),
         (str(NOW + 60), "VALID", "k9", "invalid"),
+        (f" {NOW + 60}", "VALID", None, "malformed"),
+        (f"0{NOW + 60}", "VALID", None, "malformed"),
+        ("1_700_000_060", "VALID", None, "malformed"),
     ],
 )
 def test_verify_refuses(exp: str | None, sig: str, kid: str | None, message: str) -> None:
@@ -100,19 +138,43 @@ def test_current_key_must_exist() -> None:
 def test_token_covers_the_prefix_and_nothing_else() -> None:
     s = signer()
     token = s.make_token("videos/abc/", 60, now=NOW)
-    assert s.verify_token(token, PATH, "videos/abc/", now=NOW) == NOW + 60
-    assert s.verify_token_path(token, PATH, now=NOW) == "videos/abc/"
+    kid, exp, depth, mac = token.split(".")
+    expected = hmac.new(
+        b"first-secret-0123456789", f"v2\nt\nvideos/abc/\n{NOW + 60}".encode(), hashlib.sha256
+    )
+    assert (kid, exp, depth, mac) == ("k1", str(NOW + 60), "2", expected.hexdigest())
+    assert s.verify_token_path(token, PATH, now=NOW) == NOW + 60
     assert s.verify_token_path(token, "videos/abc/hls/master.m3u8", now=NOW + 60)
-    for other in ("videos/abd/hls/master.m3u8", "videos/abcd/x", "videos/x", "abc/hls/x"):
-        with pytest.raises(Forbidden):
+    for other in ("videos/abd/hls/master.m3u8", "videos/abcd/x", "abc/hls/x"):
+        with pytest.raises(Forbidden, match="invalid"):
             s.verify_token_path(token, other, now=NOW)
+    with pytest.raises(Forbidden, match="outside"):
+        s.verify_token_path(token, "videos/x", now=NOW)
     with pytest.raises(Forbidden, match="expired"):
         s.verify_token_path(token, PATH, now=NOW + 61)
-    with pytest.raises(Forbidden, match="outside"):
-        s.verify_token(token, "videos/other/x", "videos/abc/", now=NOW)
+    # Naming another depth names another prefix, which the MAC does not cover.
+    with pytest.raises(Forbidden, match="invalid"):
+        s.verify_token_path(f"{kid}.{exp}.3.{mac}", PATH, now=NOW)
 
 
-@pytest.mark.parametrize("token", ["", "k1", "k1.x.y", "k1.1.2.3", "zz.99999999999.abc"])
+def test_legacy_tokens_verify_at_the_master_folder_only() -> None:
+    secret = "first-secret-0123456789"
+    folder = "videos/abc/hls/"
+    mac = hmac.new(secret.encode(), f"t:{folder}{NOW + 60}".encode(), hashlib.sha256).hexdigest()
+    legacy = f"k1.{NOW + 60}.{mac}"
+    assert signer().verify_token_path(legacy, folder + "360p/seg_00001.m4s", now=NOW) == NOW + 60
+    strict = Signer({"k1": secret}, "k1", accept_legacy=False)
+    with pytest.raises(Forbidden, match="unversioned"):
+        strict.verify_token_path(legacy, folder + "360p/seg_00001.m4s", now=NOW)
+    shallow = hmac.new(secret.encode(), f"t:videos/abc/{NOW + 60}".encode(), hashlib.sha256)
+    with pytest.raises(Forbidden):
+        signer().verify_token_path(f"k1.{NOW + 60}.{shallow.hexdigest()}", PATH, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "k1", "k1.x.y", "k1.1.2.3", "zz.99999999999.abc", "k1.1.0." + "0" * 64, "k1." * 100],
+)
 def test_malformed_or_foreign_tokens_are_refused(token: str) -> None:
     with pytest.raises(Forbidden):
         signer().verify_token_path(token, PATH, now=NOW)
@@ -122,7 +184,7 @@ def test_token_rotation() -> None:
     old = Signer({"k1": "first-secret-0123456789"}, "k1")
     during = Signer({"k1": "first-secret-0123456789", "k2": "second-secret-012345678"}, "k2")
     token = old.make_token("videos/abc/", 60, now=NOW)
-    assert during.verify_token_path(token, PATH, now=NOW) == "videos/abc/"
+    assert during.verify_token_path(token, PATH, now=NOW) == NOW + 60
     assert during.make_token("videos/abc/", 60, now=NOW).startswith("k2.")
 
 
@@ -139,9 +201,11 @@ def test_token_url_and_split() -> None:
         signer().token_url("http://o/origin", "videos/abc/", "videos/other/x", 60)
 
 
-def test_folder_prefixes() -> None:
-    assert folder_prefixes("a/b/c.m4s") == ["a/", "a/b/"]
-    assert folder_prefixes("c.m4s") == []
+def test_prefix_at() -> None:
+    assert prefix_at("a/b/c.m4s", 1) == "a/"
+    assert prefix_at("a/b/c.m4s", 2) == "a/b/"
+    assert prefix_at("a/b/c.m4s", 3) is None
+    assert prefix_at("c.m4s", 1) is None
 
 
 def test_request_key_takes_either_credential_and_checks_the_key() -> None:

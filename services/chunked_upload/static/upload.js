@@ -10,9 +10,20 @@
   var pauseButton = document.getElementById("pause");
   var current = null;
   var events = null;
-  // ?endpoint=<url> sends the upload to a tus server elsewhere (it must allow this page's origin
-  // by CORS); progress events then come from that server too.
-  var endpoint = new URLSearchParams(window.location.search).get("endpoint") || "/files/";
+  // ?endpoint= sends the upload to a path of this server or to a tus server the page lists (it
+  // must allow this page's origin by CORS); progress events then come from that server too.
+  var notice = document.getElementById("notice");
+  var chosen = UploadEndpoint.choose(
+    new URLSearchParams(window.location.search).get("endpoint"),
+    window.location.href,
+    UploadEndpoint.allowedIn(document)
+  );
+  var endpoint = chosen.endpoint;
+  if (chosen.refused) {
+    notice.textContent = "The endpoint named in this page's address is not allowed; " +
+      "files go to this server (" + endpoint + ") instead.";
+    notice.hidden = false;
+  }
   var apiBase = new URL(endpoint, window.location.href).origin;
 
   function follow(videoId) {

@@ -4,15 +4,21 @@
 // by the origin, an edge or the balancer. `?api=<base>` and `?media=<base>` point the API calls
 // and the media requests elsewhere; `?media=as-is` uses the stream API's URLs unchanged
 // (e.g. a configured CDN); `?mode=token` asks for path-token URLs.
+//
+// A link chooses those query parameters, so the page talks only to its own origin and to the
+// origins the server names in the `vsp-endpoints` meta tag (ORIGIN_PLAYER_ENDPOINTS, the CDN
+// and public URLs); any other base is ignored, and media elsewhere is not played.
 (function () {
   "use strict";
 
   const params = new URLSearchParams(location.search);
+  const allowedOrigins = new Set([location.origin, ...configuredOrigins()]);
+  const ignored = [];
   // The folder the page lives in: "/" for /player, "/cdn/" for /cdn/player.
   const root = location.pathname.replace(/player\/?$/, "");
-  const apiBase = (params.get("api") || root).replace(/\/?$/, "/");
-  const mediaBase = params.get("media") || root;
-  const mode = params.get("mode") || "";
+  const apiBase = chosenBase("api", root).replace(/\/?$/, "/");
+  const mediaBase = params.get("media") === "as-is" ? "as-is" : chosenBase("media", root);
+  const mode = ["query", "token"].includes(params.get("mode")) ? params.get("mode") : "";
 
   const video = document.getElementById("video");
   const quality = document.getElementById("quality");
@@ -23,7 +29,33 @@
   const catalogStatus = document.getElementById("catalog-status");
 
   const state = { videoId: null, hls: null, refreshes: 0, errors: [], switches: [] };
-  window.vspPlayer = { state, video, play, loadCatalog };
+  window.vspPlayer = { state, video, play, loadCatalog, apiBase, mediaBase, ignored };
+
+  function configuredOrigins() {
+    const meta = document.querySelector('meta[name="vsp-endpoints"]');
+    try {
+      const listed = JSON.parse((meta && meta.content) || "[]");
+      return Array.isArray(listed) ? listed.filter((item) => typeof item === "string") : [];
+    } catch (error) {
+      return [];
+    }
+  }
+
+  function allowed(url) {
+    try {
+      return allowedOrigins.has(new URL(url, location.href).origin);
+    } catch (error) {
+      return false;
+    }
+  }
+
+  function chosenBase(name, fallback) {
+    const value = params.get(name);
+    if (value === null || value === "") return fallback;
+    if (allowed(value)) return value;
+    ignored.push(name);
+    return fallback;
+  }
 
   function say(message, isError) {
     statusLine.textContent = message;
@@ -43,13 +75,18 @@
   }
 
   // The stream API answers with absolute URLs for whoever asked; fetch media from our own base.
+  // Null for a URL on an origin the page may not load from.
   function mediaUrl(url) {
-    if (!url || mediaBase === "as-is") return url;
-    const parsed = new URL(url, location.href);
-    const at = parsed.pathname.indexOf("/origin/");
-    if (at < 0) return url;
-    const base = mediaBase.replace(/\/?$/, "/");
-    return base + parsed.pathname.slice(at + 1) + parsed.search;
+    if (!url) return null;
+    let chosen = url;
+    if (mediaBase !== "as-is") {
+      const parsed = new URL(url, location.href);
+      const at = parsed.pathname.indexOf("/origin/");
+      if (at >= 0) {
+        chosen = mediaBase.replace(/\/?$/, "/") + parsed.pathname.slice(at + 1) + parsed.search;
+      }
+    }
+    return allowed(chosen) ? chosen : null;
   }
 
   function kbps(bits) {
@@ -126,7 +163,12 @@
     try {
       const stream = await streamFor(id, refresh);
       state.stream = stream;
-      attach(mediaUrl(stream.master_url), startAt);
+      const source = mediaUrl(stream.master_url);
+      if (!source) {
+        say("cannot play: the media is on a server this page may not load from", true);
+        return;
+      }
+      attach(source, startAt);
       say("");
     } catch (error) {
       if (error.status === 409) {
@@ -153,7 +195,8 @@
     try {
       const details = await getJson("api/videos/" + encodeURIComponent(id));
       title.textContent = details.title || details.filename || id;
-      if (details.poster_url) video.poster = mediaUrl(details.poster_url);
+      const poster = mediaUrl(details.poster_url);
+      if (poster) video.poster = poster;
     } catch (error) {
       say("cannot load the video: " + error.message, true);
       return;
@@ -175,7 +218,8 @@
     button.setAttribute("aria-current", String(item.id === state.videoId));
     const img = document.createElement("img");
     img.alt = "";
-    if (item.poster_url) img.src = mediaUrl(item.poster_url);
+    const poster = mediaUrl(item.poster_url);
+    if (poster) img.src = poster;
     const text = document.createElement("span");
     const name = document.createElement("strong");
     name.textContent = item.title || item.filename || item.id;
@@ -209,6 +253,7 @@
     loadCatalog(document.getElementById("q").value.trim());
   });
 
+  if (ignored.length) say("ignoring ?" + ignored.join(", ?") + ": not a server this page may use", true);
   loadCatalog("");
   const initial = params.get("video");
   if (initial) play(initial);
