@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.runtime.resources import Resources, close_resources, open_resources
+from shared.runtime.resources import Resources
 from tests.support.media import MIB, make_clip
 from tests.support.paths import ROOT
 from tests.support.security import Leftovers, assert_cheap, assert_nothing_kept, cheap, refused
@@ -52,10 +52,8 @@ def tus(test_env: dict[str, str], test_root: Path) -> Iterator[OwnService]:
 
 @pytest.fixture(scope="module")
 async def kept(tus: OwnService) -> AsyncIterator[Resources]:
-    """The service's store, database, queues and Redis, as the test counts them."""
-    res = await open_resources(tus.settings(), {"db", "redis", "mq", "storage"})
-    yield res
-    await close_resources(res)
+    async with tus.resources() as res:
+        yield res
 
 
 @pytest.fixture

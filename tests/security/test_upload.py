@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from shared.runtime.resources import Resources, close_resources, open_resources
+from shared.runtime.resources import Resources
 from tests.support.media import MIB, make_clip
 from tests.support.security import (
     Cost,
@@ -47,10 +47,8 @@ def upload(test_env: dict[str, str], test_root: Path) -> Iterator[OwnService]:
 
 @pytest.fixture(scope="module")
 async def kept(upload: OwnService) -> AsyncIterator[Resources]:
-    """The service's store, database, queues and Redis, as the test counts them."""
-    res = await open_resources(upload.settings(), {"db", "redis", "mq", "storage"})
-    yield res
-    await close_resources(res)
+    async with upload.resources() as res:
+        yield res
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shared.core.settings import BaseServiceSettings
+from shared.runtime.resources import Resources, close_resources, open_resources
 from tests.support.infra import private_queues
 from tests.support.media import MIB
 from tests.support.paths import ROOT
@@ -57,6 +58,15 @@ class OwnService:
             mq_prefix=self.env["MQ_PREFIX"],
             amqp_heartbeat_seconds=0,
         )
+
+    @contextlib.asynccontextmanager
+    async def resources(self) -> AsyncIterator[Resources]:
+        """The service's store, database, queues and Redis, opened to count what is kept."""
+        res = await open_resources(self.settings(), {"db", "redis", "mq", "storage"})
+        try:
+            yield res
+        finally:
+            await close_resources(res)
 
 
 @contextlib.contextmanager
