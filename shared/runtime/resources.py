@@ -144,7 +144,11 @@ async def close_resources(res: Resources) -> None:
 
 
 async def readiness(res: Resources) -> dict[str, str]:
-    """Check every opened client; values are "ok" or the error."""
+    """Check every opened client; values are "ok" or "down".
+
+    ``/readyz`` is reachable from outside, so the error itself (hosts, ports, credentials in a
+    URL) goes to the log, not into the answer.
+    """
     checks: dict[str, str] = {}
 
     async def run(name: str, coro: Any) -> None:
@@ -152,7 +156,8 @@ async def readiness(res: Resources) -> dict[str, str]:
             await coro
             checks[name] = "ok"
         except Exception as exc:
-            checks[name] = f"{type(exc).__name__}: {exc}"
+            checks[name] = "down"
+            log.warning("readiness: %s is down: %s: %s", name, type(exc).__name__, exc)
 
     if res.db:
         await run("database", res.db.ping())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import APIRouter
+from redis.asyncio import Redis
 
 from shared.core.errors import Conflict, NotFound
 from shared.core.settings import BaseServiceSettings
 from shared.http.app import create_app
-from shared.runtime.resources import Resources
+from shared.runtime.resources import Resources, readiness
 
 router = APIRouter()
 
@@ -75,6 +76,19 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {}
+
+
+async def test_readiness_names_a_dependency_that_is_down_but_not_its_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: the client fails at once, as after a Redis restart.
+    redis = Redis.from_url("redis://secret-user:secret-pass@127.0.0.1:1/0", socket_timeout=1)
+    try:
+        checks = await readiness(Resources(settings=BaseServiceSettings(), redis=redis))
+    finally:
+        await redis.aclose()
+    assert checks == {"redis": "down"}
+    assert "redis is down" in caplog.text
 
 
 async def test_fault_admin_needs_the_bearer_token() -> None:
