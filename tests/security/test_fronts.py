@@ -13,6 +13,7 @@ the edge in the pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import statistics
@@ -437,21 +438,33 @@ async def test_a_slowloris_head_is_408_within_the_deadline_and_holds_no_slot(
 def _reads_nothing(port: int, request: bytes, count: int = 1) -> socket.socket:
     """A connection that sends ``request`` ``count`` times (pipelined, as far as the server
     reads them) and takes almost nothing of the answers."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Before connecting, so that the window offered to the server stays small.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     data = memoryview(request * count)
     sent = 0
-    # The server stops reading once its answers back up; then the flood stops too.
-    deadline = time.monotonic() + 3
+    # The server stops reading once its answers back up; then the flood stops too. A busy
+    # machine answers slower, so the flood waits for that stall, not for a fixed time.
+    deadline = time.monotonic() + 30
+    progress = time.monotonic()
     while sent < len(data) and time.monotonic() < deadline:
         try:
             sent += sock.send(data[sent:])
+            progress = time.monotonic()
         except BlockingIOError:
+            if time.monotonic() - progress > 1.0:
+                break
             time.sleep(0.01)
+        except (ConnectionResetError, BrokenPipeError):
+            # Cut off already, mid-flood: what the caller reads next says so.
+            return sock
     # The last request whole, or the server would wait for the rest of it (and time it out).
     sock.setblocking(True)
-    sock.sendall(data[sent : sent + (-sent) % len(request)])
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        sock.sendall(data[sent : sent + (-sent) % len(request)])
     return sock
 
 
@@ -479,7 +492,8 @@ def _flood(front: Front) -> tuple[bytes, int]:
     """Requests whose answers fill the buffers between the front and a client not reading."""
     if front.name == "balancer":
         return b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n", 1
-    return b"GET /?video=%s HTTP/1.1\r\nHost: t\r\n\r\n" % VIDEO.encode(), 50_000
+    # Answers of over 100 bytes each: far more than the socket buffers between the two hold.
+    return b"GET /?video=%s HTTP/1.1\r\nHost: t\r\n\r\n" % VIDEO.encode(), 200_000
 
 
 def test_a_client_that_reads_nothing_is_cut_off_at_the_send_deadline(front: Front) -> None:
