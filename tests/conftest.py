@@ -6,7 +6,8 @@ environment variables so that in-process code and spawned service processes agre
 
 A test's folder is its marker: tests/unit (``unit``: starts nothing), tests/integration
 (``integration``: infrastructure and in-process apps only), tests/e2e (``e2e``: our services
-as real processes) and tests/security (``security``: hostile requests against real services).
+as real processes), tests/security (``security``: hostile requests against real services) and
+tests/faults (``faults``: restarts and crashes of infrastructure and of our processes).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ FOLDER_MARKERS = {
     "integration": "integration",
     "e2e": "e2e",
     "security": "security",
+    "faults": "faults",
 }
 
 
