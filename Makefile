@@ -5,12 +5,13 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup up test test-fast lint typecheck check bench load clean
+.PHONY: help setup up test test-fast lint typecheck check bench load chaos clean
 
 SCENARIO ?= viewers
 USERS ?= 50
 DURATION ?= 60s
 SPAWN_RATE ?= 50
+CHAOS_ARGS ?=
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +46,10 @@ load: setup ## Locust headless against the running suite: SCENARIO=viewers|uploa
 	@PYTHONPATH=$(CURDIR) $(VENV)/bin/locust -f load_tests/scenarios/$(SCENARIO).py --headless \
 		-u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --stop-timeout 10 --only-summary \
 		--csv results/load_$(SCENARIO) --html results/load_$(SCENARIO).html
+
+chaos: setup ## Restart RabbitMQ, PostgreSQL, Redis and kill each process under load (under 15 min); CHAOS_ARGS="--only kill-edge"
+	@mkdir -p results
+	@$(PY) -m load_tests.chaos $(CHAOS_ARGS)
 
 clean: ## Remove run data (var/) and benchmark results
 	rm -rf var results

@@ -210,6 +210,8 @@ class TusUploader(FastHttpUser):
         location = created.headers.get("Location")
         if not location:
             return
+        # The server may answer with a path; a path joined to the base URL would repeat /files/.
+        location = urljoin(self.host or "", location)
         half = len(data) // 2
         patch_headers = {
             "Tus-Resumable": "1.0.0",

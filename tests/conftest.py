@@ -26,7 +26,15 @@ import pytest
 from shared.core.settings import BaseServiceSettings
 from shared.db.migrate import upgrade
 from shared.runtime.resources import Resources, close_resources, open_resources
-from tests.support.infra import AMQP_URL, database_url, drop_database, drop_topology, environ
+from tests.support.infra import (
+    AMQP_URL,
+    PrivatePostgres,
+    PrivateRedis,
+    database_url,
+    drop_database,
+    drop_topology,
+    environ,
+)
 from tests.support.ports import free_port
 from tests.support.processes import Processes
 
@@ -113,6 +121,27 @@ def procs(
     manager = Processes(test_root / "logs" / request.node.name[:60], test_env)
     yield manager
     manager.stop_all()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A migrated PostgreSQL cluster of the test's own, which the test may stop and start."""
+    db = PrivatePostgres.create()
+    try:
+        db.migrate()
+        yield db
+    finally:
+        db.destroy()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, which the test may kill and start again."""
+    server = PrivateRedis.create()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -220,6 +220,27 @@ def uploads() -> dict[str, Any]:
                 (f"sum by (job, route) (http_requests_in_progress{{{jobs}}})", "{{job}} {{route}}"),
             ),
             panel(
+                "Concurrency caps: slots taken in the busiest process, and the cap",
+                (
+                    f"max by (job, cap) (http_capped_requests_in_progress{{{jobs}}})",
+                    "{{job}} {{cap}}",
+                ),
+                (
+                    f"max by (job, cap) (http_capped_requests_limit{{{jobs}}})",
+                    "{{job}} {{cap}} cap",
+                ),
+                description="Uploads, tus PATCHes and event streams at once per process; past the "
+                "cap a request gets 503 with Retry-After.",
+            ),
+            panel(
+                "Refused by a full cap (503)",
+                (
+                    sum_rate(f"http_capped_requests_refused_total{{{jobs}}}", "job, cap"),
+                    "{{job}} {{cap}}",
+                ),
+                unit="reqps",
+            ),
+            panel(
                 "Rejected uploads (4xx) by status",
                 (
                     "sum by (job, status) "
@@ -231,12 +252,16 @@ def uploads() -> dict[str, Any]:
             panel(
                 "Jobs published from the outbox",
                 (f"sum by (job, type) (rate(outbox_published_total[{RATE}]))", "{{job}} {{type}}"),
+                (f"sum by (job) (rate(outbox_pruned_total[{RATE}]))", "{{job}} sent rows pruned"),
                 unit="ops",
             ),
             panel(
                 "Outbox publish errors",
                 (f"sum by (job) (rate(outbox_publish_errors_total[{RATE}]))", "{{job}}"),
+                (f"sum by (job) (rate(outbox_unroutable_total[{RATE}]))", "{{job}} unroutable"),
                 unit="ops",
+                description="Failed or timed-out publishes, and jobs the broker returned because "
+                "no queue was bound; each stays unsent and is retried.",
             ),
         ],
         ["uploads"],
@@ -301,6 +326,13 @@ def transcoding() -> dict[str, Any]:
             panel(
                 "Realtime factor (media s per wall s)",
                 (quantile("0.5", "transcode_realtime_factor", "mode"), "p50 {{mode}}"),
+            ),
+            panel(
+                "Worker channels lost and reopened",
+                (sum_rate("transcode_worker_channels_lost_total", "mode"), "{{mode}}"),
+                unit="ops",
+                description="A broker restart, or RabbitMQ's consumer timeout firing on a job "
+                "that ran longer; the job in hand finishes and its copy is acked as done.",
             ),
         ],
         ["transcoding"],

@@ -14,8 +14,10 @@ from services.chunked_upload.service import UploadLimits
 from services.chunked_upload.settings import Settings
 from services.chunked_upload.sweeper import ExpirySweeper
 from shared.http.app import create_app
+from shared.http.concurrency import Cap
 from shared.runtime.resources import Resources
 from shared.videos.api import outbox_hooks, video_router
+from shared.videos.events import events_cap
 
 _TUS_HEADER = (b"tus-resumable", b"1.0.0")
 
@@ -92,6 +94,17 @@ def build(settings: Settings | None = None) -> FastAPI:
         uses={"db", "redis", "mq", "storage"},
         on_startup=[start_outbox, start_sweeper],
         on_shutdown=[stop_sweeper, stop_outbox],
+        caps=[
+            # A creation that carries the first bytes (creation-with-upload) writes as a PATCH.
+            Cap(
+                "tus_patch",
+                frozenset({"PATCH", "POST"}),
+                rf"{BASE_PATH}(/[^/]*)?",
+                settings.chunked_upload_max_concurrent_patches,
+                bodies_only=True,
+            ),
+            events_cap(settings.events_max_streams),
+        ],
     )
     app.state.upload_limits = limits
     app.add_middleware(

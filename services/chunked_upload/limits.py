@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.core.errors import AppError, HeadersTooLarge, UriTooLong
-from shared.http.app import JSON, error_body
+from shared.http.errors import send_error
 
 
 class RequestHeadLimits:
@@ -29,7 +29,8 @@ class RequestHeadLimits:
         if scope["type"] == "http":
             error = self._excess(scope)
             if error is not None:
-                await _refuse(send, error)
+                # The request's body, if any, is left unread: this connection is not reused.
+                await send_error(send, error, close=True)
                 return
         await self.app(scope, receive, send)
 
@@ -43,20 +44,3 @@ class RequestHeadLimits:
         if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
             return HeadersTooLarge(f"request headers are limited to {self.max_header_bytes} bytes")
         return None
-
-
-async def _refuse(send: Send, error: AppError) -> None:
-    body = error_body(error)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                # The request's body, if any, is left unread: this connection is not reused.
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

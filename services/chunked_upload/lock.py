@@ -1,56 +1,64 @@
-"""One writer per upload: a Redis lock, refreshed while held, released by its owner only."""
+"""One writer per upload: a Redis lease, renewed while held; a writer that loses it stops.
+
+The lease's token also fences the row: the writer claims the upload with it
+(``UploadRepository.claim``) and every commit it makes checks it, so a writer that lost the lock
+(a stalled process, Redis forgetting the key) can neither move the offset nor finish the upload.
+Before each thing it stores or commits, the writer also checks the lease itself and stops (409)
+once it is known to be lost. It is not cancelled outright: a handler cancelled while it awaits
+the request body would drop the connection instead of answering.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from shared.core.errors import Locked
-from shared.core.tasks import cancel_and_wait
-
-log = logging.getLogger(__name__)
-
-# Compare-and-act scripts, so a writer never extends or frees a lock another writer now holds.
-_REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"  # noqa: E501
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"  # noqa: E501
+from shared.core.errors import Conflict, Locked
+from shared.runtime.lease import Lease, LeaseLost
 
 
 def lock_key(upload_id: uuid.UUID) -> str:
     return f"vsp:tus-lock:{upload_id}"
 
 
+@dataclass(frozen=True)
+class Writer:
+    """The request allowed to write an upload: its lock, whose token it claimed the row with."""
+
+    lease: Lease
+
+    @property
+    def token(self) -> str:
+        return self.lease.token
+
+    def check(self) -> None:
+        """Stop (409) once the lock is known to be lost; called before each write."""
+        self.lease.check()
+
+
 @contextlib.asynccontextmanager
 async def upload_lock(
     redis: Redis, upload_id: uuid.UUID, ttl_seconds: float
-) -> AsyncIterator[None]:
-    """Hold the upload's lock for the block; Locked (423) when another writer has it."""
-    key = lock_key(upload_id)
-    token = uuid.uuid4().hex
-    ttl_ms = max(1, int(ttl_seconds * 1000))
-    if not await redis.set(key, token, nx=True, px=ttl_ms):
+) -> AsyncIterator[Writer]:
+    """Hold the upload's lock for the block.
+
+    Locked (423) when another writer has it; Conflict (409) when the block stops because the
+    lock was lost meanwhile.
+    """
+    lease = Lease(redis, lock_key(upload_id), ttl_seconds)
+    if not await lease.try_acquire():
         raise Locked(
             f"upload {upload_id} is being written by another request; retry shortly",
             headers={"Retry-After": "1"},
         )
-
-    async def keep_alive() -> None:
-        while True:
-            await asyncio.sleep(ttl_seconds / 3)
-            if not await redis.eval(_REFRESH, 1, key, token, ttl_ms):
-                log.warning("lock of upload %s was lost while writing", upload_id)
-                return
-
-    refresher = asyncio.create_task(keep_alive(), name=f"tus-lock-{upload_id}")
     try:
-        yield
-    finally:
-        await cancel_and_wait(refresher)
-        try:
-            await redis.eval(_RELEASE, 1, key, token)
-        except Exception:
-            log.exception("releasing the lock of upload %s failed; it expires by itself", upload_id)
+        async with lease.kept(cancel=False):
+            yield Writer(lease)
+    except LeaseLost:
+        raise Conflict(
+            f"the lock of upload {upload_id} was lost while writing; HEAD for its offset"
+        ) from None

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect
 
 from services.chunked_upload import service
 from services.chunked_upload.parts import BodyInterrupted
-from services.chunked_upload.service import UploadLimits
+from services.chunked_upload.settings import UploadLimits
 from services.chunked_upload.tus import (
     CHECKSUM_ALGORITHMS,
     EXTENSIONS,
@@ -153,10 +153,12 @@ async def create(request: Request, res: Res, limits: Limits, tus: TusResumable =
 
 
 @router.head("/{upload_id}")
-async def head(upload_id: uuid.UUID, res: Res, tus: TusResumable = None) -> Response:
-    """The upload's offset, length, metadata and expiry."""
+async def head(
+    upload_id: uuid.UUID, res: Res, limits: Limits, tus: TusResumable = None
+) -> Response:
+    """The upload's offset, length, metadata and expiry; 423 while it is being made a video."""
     check_version(tus)
-    upload = await service.get_upload(res, upload_id)
+    upload = await service.head_upload(res, limits, upload_id)
     headers = {"Cache-Control": "no-store", **_offset_headers(upload)}
     if upload.length is None:
         headers["Upload-Defer-Length"] = "1"

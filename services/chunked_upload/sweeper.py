@@ -1,11 +1,13 @@
-"""Background loop deleting expired uploads and their stored parts."""
+"""Background loop: finalizing uploads retried, expired uploads deleted with their parts."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from services.chunked_upload.service import UploadLimits, sweep_expired
+from services.chunked_upload.finalize import retry_stuck, stop_attempts
+from services.chunked_upload.service import sweep_expired
+from services.chunked_upload.settings import UploadLimits
 from shared.core.tasks import cancel_and_wait
 from shared.runtime.resources import Resources
 
@@ -13,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class ExpirySweeper:
-    """Runs ``sweep_expired`` every ``interval_seconds`` until stopped."""
+    """Runs ``retry_stuck`` and ``sweep_expired`` every ``interval_seconds`` until stopped."""
 
     def __init__(self, res: Resources, limits: UploadLimits, interval_seconds: float) -> None:
         self.res = res
@@ -23,6 +25,10 @@ class ExpirySweeper:
 
     async def _loop(self) -> None:
         while True:
+            try:
+                await retry_stuck(self.res, self.limits)
+            except Exception:
+                log.exception("retrying finalizing uploads failed")
             try:
                 await sweep_expired(self.res, self.limits)
             except Exception:
@@ -34,6 +40,7 @@ class ExpirySweeper:
         self._task = asyncio.create_task(self._loop(), name="tus-expiry-sweeper")
 
     async def stop(self) -> None:
-        """Stop the loop."""
+        """Stop the loop, and the finalizing attempts HEAD requests started."""
         await cancel_and_wait(self._task)
         self._task = None
+        await stop_attempts()

@@ -2,27 +2,28 @@
 
 Checks tools and infrastructure (saying exactly what is missing and how to start it), migrates,
 starts every service and worker, waits until each is ready, uploads a demo clip, waits until it
-plays, prints where to watch, then keeps running until Ctrl-C, which stops every child.
+plays, prints where to watch, then keeps running until Ctrl-C, which stops every child. Meanwhile
+it supervises: a child that exits is started again after a backoff, as compose's restart policy
+and Kubernetes do, so one crash never takes the suite down.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+from pydantic import Field
 
+from services.cli.supervisor import Child, Supervisor, say, start, tail
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
 from shared.media.samples import synthetic_clip
@@ -43,20 +44,15 @@ class SuiteSettings(BaseServiceSettings):
     redirector_ports: tuple[int, ...] = ports.REDIRECTORS
     nginx_port: int = ports.NGINX_REDIRECT
     prometheus_port: int = ports.PROMETHEUS
-
-
-@dataclass
-class Child:
-    name: str
-    args: list[str]
-    ready_url: str | None
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-
-
-def say(message: str) -> None:
-    print(f"vsp up: {message}", flush=True)
+    suite_restart_backoff_seconds: float = Field(
+        default=1, gt=0, description="Wait before restarting a child that exited; doubles per exit"
+    )
+    suite_restart_backoff_max_seconds: float = Field(
+        default=30, gt=0, description="Longest wait before restarting a child"
+    )
+    suite_restart_reset_seconds: float = Field(
+        default=60, gt=0, description="A child up this long starts its backoff over"
+    )
 
 
 START_HINTS = {
@@ -261,7 +257,7 @@ def _redirector_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
     return children
 
 
-def _start_prometheus(settings: SuiteSettings, run_dir: Path) -> subprocess.Popen[bytes] | None:
+def _prometheus_child(settings: SuiteSettings, run_dir: Path) -> Child | None:
     """Prometheus scraping the suite, when it is installed; the suite runs the same without it."""
     binary = shutil.which("prometheus")
     if binary is None:
@@ -290,45 +286,12 @@ def _start_prometheus(settings: SuiteSettings, run_dir: Path) -> subprocess.Pope
     config = folder / "prometheus.yml"
     config.write_text(render_prometheus(jobs, rule_files=[str(PROMETHEUS_DIR / RULES_FILE)]))
     listen = f"0.0.0.0:{settings.prometheus_port}"
-    proc = subprocess.Popen(
+    return Child(
+        "prometheus",
         prometheus_command(config, folder / "data", listen=listen, binary=binary),
-        stdout=(run_dir / "logs" / "prometheus.log").open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        None,
+        run_dir / "logs" / "prometheus.log",
     )
-    say(f"Prometheus: http://127.0.0.1:{settings.prometheus_port}")
-    return proc
-
-
-def _start(child: Child, env: dict[str, str]) -> None:
-    child.log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = child.log_path.open("ab")
-    child.proc = subprocess.Popen(
-        child.args,
-        env={**env, **child.env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop_all(children: list[Child], grace_seconds: float = 10) -> None:
-    running = [c for c in children if c.proc and c.proc.poll() is None]
-    for child in running:
-        assert child.proc is not None
-        child.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    for child in running:
-        assert child.proc is not None
-        try:
-            child.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            # Each child leads its own session: kill the group, server workers included.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.proc.pid, signal.SIGKILL)
-            child.proc.wait()
-    if running:
-        say(f"stopped {len(running)} process(es)")
 
 
 def _wait_ready(children: list[Child], timeout: float) -> Child | None:
@@ -344,20 +307,13 @@ def _wait_ready(children: list[Child], timeout: float) -> Child | None:
                 try:
                     if client.get(child.ready_url or "").status_code == 200:
                         pending.remove(child)
-                        say(f"{child.name} is ready")
+                        say(f"{child.name} is ready (pid {child.proc.pid}): {child.ready_url}")
                 except httpx.HTTPError:
                     pass
             if time.monotonic() > deadline:
                 return pending[0]
             time.sleep(0.2)
     return None
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def make_demo_clip(path: Path, seconds: int = 12) -> Path:
@@ -416,12 +372,15 @@ def run_suite(*, run_dir: Path, demo: bool = True) -> int:
         env["UPLOAD_TLS_CERT_FILE"], env["UPLOAD_TLS_KEY_FILE"] = str(cert), str(key)
         say(f"upload TLS certificate: {cert}")
     children = _children(settings, run_dir)
-    prometheus: subprocess.Popen[bytes] | None = None
-    stop_requested = False
+    supervisor = Supervisor(
+        children,
+        env,
+        backoff=settings.suite_restart_backoff_seconds,
+        backoff_max=settings.suite_restart_backoff_max_seconds,
+        reset=settings.suite_restart_reset_seconds,
+    )
 
     def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
         raise KeyboardInterrupt
 
     # SIGINT too: a shell that started us in the background may have left Ctrl-C ignored.
@@ -429,32 +388,28 @@ def run_suite(*, run_dir: Path, demo: bool = True) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         for child in children:
-            _start(child, env)
+            start(child, env)
         failed = _wait_ready(children, settings.suite_ready_timeout_seconds)
         if failed is not None:
             say(f"{failed.name} did not start; the end of {failed.log_path}:")
-            print(_tail(failed.log_path), flush=True)
+            print(tail(failed.log_path), flush=True)
             return 1
         say(f"logs in {run_dir / 'logs'}")
+        # From here on a child that exits is restarted, during the demo too.
+        supervisor.start()
         if demo and not _demo(settings, run_dir):
             return 1
         # Started after the demo, so it never competes with startup or the first transcode;
         # counters are cumulative, so it still sees what happened before.
-        prometheus = _start_prometheus(settings, run_dir)
-        say("running; press Ctrl-C to stop")
+        prometheus = _prometheus_child(settings, run_dir)
+        if prometheus is not None:
+            supervisor.add(prometheus)
+            say(f"Prometheus: http://127.0.0.1:{settings.prometheus_port}")
+        say("running; a child that exits is restarted; press Ctrl-C to stop")
         while True:
-            for child in children:
-                assert child.proc is not None
-                if child.proc.poll() is not None:
-                    say(f"{child.name} exited with {child.proc.returncode}; the end of its log:")
-                    print(_tail(child.log_path), flush=True)
-                    return 1
-            time.sleep(1)
+            time.sleep(3600)
     except KeyboardInterrupt:
         say("stopping")
         return 0
     finally:
-        if prometheus is not None and prometheus.poll() is None:
-            prometheus.terminate()
-            prometheus.wait(10)
-        _stop_all(children)
+        supervisor.stop()

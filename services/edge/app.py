@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.edge.events import listen_for_ready
+from services.edge import events
 from services.edge.routes import router
 from services.edge.rsgi import EdgeRSGI
 from services.edge.service import Edge
@@ -29,8 +29,7 @@ def platform_app(settings: Settings, signer: Signer) -> FastAPI:
         edge = Edge(settings, res.need_http(), signer)
         await edge.start()
         app.state.edge = edge
-        if settings.edge_warm_on_ready:
-            await listen_for_ready(edge, res.need_broker())
+        await events.listen(edge, res.need_broker())
 
     async def stop(app: FastAPI, _: Resources) -> None:
         edge: Edge | None = getattr(app.state, "edge", None)
@@ -41,7 +40,7 @@ def platform_app(settings: Settings, signer: Signer) -> FastAPI:
         service="edge",
         settings=settings,
         routers=[router],
-        uses={"http", "mq"} if settings.edge_warm_on_ready else {"http"},
+        uses={"http", "mq"},
         on_startup=[start],
         on_shutdown=[stop],
     )

@@ -1,7 +1,15 @@
-"""Warming on ``video.ready``: each edge listens on its own temporary queue."""
+"""Video events an edge acts on: ``video.deleted`` purges the video's objects from every cache
+tier; ``video.ready`` warms the cache, when warming is on.
+
+Each edge reads its own queue, named after the edge and its cache folder. The queue outlives
+the edge's connection by ``EDGE_EVENTS_QUEUE_EXPIRES_SECONDS``: an edge that was restarting
+while a video was deleted finds the event waiting and purges its disk cache, which survived the
+restart, instead of serving the deleted video from it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -19,12 +27,51 @@ def master_key(event: VideoEvent) -> str:
     return f"videos/{event.video_id}/hls/master.m3u8"
 
 
-async def listen_for_ready(edge: Edge, broker: Broker) -> None:
-    """Bind an exclusive, auto-deleted queue to video.ready and warm each announced video."""
+def video_prefix(event: VideoEvent) -> str:
+    """The prefix of every object of the event's video."""
+    return f"videos/{event.video_id}/"
+
+
+def queue_name(edge: Edge, prefix: str) -> str:
+    """The edge's queue: one per cache folder, so a restarted edge reads the same queue.
+
+    The expiry is part of the name because the broker refuses to declare a queue again with
+    other arguments: a changed setting starts a new queue and the old one expires.
+    """
+    settings = edge.settings
+    identity = f"{settings.edge_cache_dir.resolve()}\n{settings.edge_events_queue_expires_seconds}"
+    return f"{prefix}.edge.{edge.edge_id}.{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
+async def on_event(edge: Edge, event: VideoEvent) -> None:
+    """Purge a deleted video; warm a ready one."""
+    if event.type == "video.deleted":
+        purged = await edge.purge([], [video_prefix(event)])
+        log.info("purged deleted video %s: %d objects", event.video_id, purged)
+        return
+    try:
+        stored = await edge.warm(master_key(event))
+        log.info("warmed video %s: %d objects", event.video_id, stored)
+    except AppError as exc:
+        log.warning("could not warm video %s: %s", event.video_id, exc.detail)
+
+
+async def listen(edge: Edge, broker: Broker) -> None:
+    """Bind the edge's queue to ``video.deleted`` (and ``video.ready`` when warming) and
+    consume it."""
+    settings = edge.settings
     channel = await broker.connection.channel()
     await channel.set_qos(prefetch_count=4)
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(broker.declared.events.name, "video.ready")
+    queue = await channel.declare_queue(
+        queue_name(edge, broker.topology.prefix),
+        durable=True,
+        arguments={"x-expires": settings.edge_events_queue_expires_seconds * 1000},
+    )
+    await queue.bind(broker.declared.events.name, "video.deleted")
+    if settings.edge_warm_on_ready:
+        await queue.bind(broker.declared.events.name, "video.ready")
+    else:
+        await queue.unbind(broker.declared.events.name, "video.ready")
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         async with message.process(requeue=False):
@@ -33,10 +80,6 @@ async def listen_for_ready(edge: Edge, broker: Broker) -> None:
             except ValueError:
                 log.warning("ignoring a malformed video event")
                 return
-            try:
-                stored = await edge.warm(master_key(event))
-                log.info("warmed video %s: %d objects", event.video_id, stored)
-            except AppError as exc:
-                log.warning("could not warm video %s: %s", event.video_id, exc.detail)
+            await on_event(edge, event)
 
     await queue.consume(on_message)

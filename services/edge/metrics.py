@@ -44,7 +44,9 @@ CACHE_BYTES = Gauge("edge_cache_bytes", "Bytes held by each cache tier.", ["tier
 CACHE_CAPACITY_BYTES = Gauge("edge_cache_capacity_bytes", "Size cap of each cache tier.", ["tier"])
 CACHE_OBJECTS = Gauge("edge_cache_objects", "Objects held by each cache tier.", ["tier"])
 EVICTIONS = Counter("edge_cache_evictions_total", "Objects evicted to stay under a cap.", ["tier"])
-PURGED = Counter("edge_cache_purged_total", "Objects removed by the purge API.")
+PURGED = Counter(
+    "edge_cache_purged_total", "Objects removed by the purge API and by deletions of videos."
+)
 PREFETCH = Counter(
     "edge_prefetch_total", "Next-segment prefetches after a segment miss, by outcome.", ["outcome"]
 )

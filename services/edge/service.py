@@ -366,7 +366,24 @@ class Edge:
         return (await self.body(served, 0, served.entry.size - 1)).decode()
 
     async def purge(self, paths: list[str], prefixes: list[str]) -> int:
-        """Remove objects by exact path and by path prefix; returns how many were cached."""
+        """Remove objects by exact path and by path prefix; returns how many were cached.
+
+        Fills of such objects still running are waited for and what they stored is removed
+        too: a copy fetched just before the origin deleted the object must not outlive the purge.
+        """
+        removed = await self._drop(paths, prefixes)
+        filling = [
+            task
+            for key, task in self._inflight.items()
+            if key in paths or key.startswith(tuple(prefixes))
+        ]
+        if filling:
+            await asyncio.gather(*filling, return_exceptions=True)
+            removed += await self._drop(paths, prefixes)
+        metrics.PURGED.inc(removed)
+        return removed
+
+    async def _drop(self, paths: list[str], prefixes: list[str]) -> int:
         keys = set(paths)
         for prefix in prefixes:
             keys.update(k for k in self.disk.keys() if k.startswith(prefix))
@@ -374,9 +391,7 @@ class Edge:
         self.missing.forget(paths)
         for key in keys:
             self.memory.drop(key)
-        removed = await self.disk.remove(sorted(keys))
-        metrics.PURGED.inc(removed)
-        return removed
+        return await self.disk.remove(sorted(keys))
 
 
 def _age(response: httpx.Response) -> float:

@@ -49,4 +49,10 @@ class Settings(BaseServiceSettings):
     )
     edge_prefetch_next_segment: bool = True
     edge_warm_on_ready: bool = False
+    edge_events_queue_expires_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="How long the broker keeps the edge's video events (deletions to purge) "
+        "while the edge is away",
+    )
     edge_warm_segments: int = Field(default=2, ge=0, le=50)

@@ -25,7 +25,8 @@ def build(settings: Settings | None = None) -> FastAPI:
         service="origin",
         settings=settings,
         routers=[api_router(signer), player.router(settings)],
-        uses={"db", "redis", "storage"},
+        # The broker announces deletions to the edges.
+        uses={"db", "redis", "storage", "mq"},
     )
     # First in the route table: every segment request takes this path, so it should not be
     # matched against every API route before it.

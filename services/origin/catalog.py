@@ -8,10 +8,11 @@ from typing import Any
 
 from services.origin.service import base_url, video_prefix
 from services.origin.settings import Settings
-from shared.core.errors import NotFound
+from shared.core.errors import NotFound, ServiceUnavailable
 from shared.core.signing import Signer
 from shared.db.models import Video, VideoState
 from shared.db.repositories import VideoRepository
+from shared.mq.messages import VideoEvent
 from shared.runtime.resources import Resources
 from shared.videos import progress
 from shared.videos.api import video_view
@@ -78,8 +79,9 @@ async def delete_video(res: Resources, video_id: uuid.UUID) -> int:
     """Remove the video's objects and rows; returns how many objects were deleted.
 
     The row is marked deleted first (committed), so it vanishes from the catalog and stops
-    playing at once; then the objects go, then the rows. If a step fails the row stays marked
-    and deleting again finishes the job, so nothing is left orphaned.
+    playing at once; then the objects go, then every edge is told to purge its copies
+    (``video.deleted``), then the rows. If a step fails the row stays marked and deleting again
+    finishes the job, so nothing is left orphaned and no edge keeps serving the video.
     """
     async with res.need_db().session() as session:
         repo = VideoRepository(session)
@@ -97,9 +99,24 @@ async def delete_video(res: Resources, video_id: uuid.UUID) -> int:
     deleted = await store.delete_prefix(video_prefix(video_id))
     for key in extra_keys:
         await store.delete(key)
+    await _purge_edges(res, video_id)
     async with res.need_db().session() as session:
         await VideoRepository(session).purge(video_id)
     if res.redis is not None:
         await res.redis.delete(progress.progress_key(video_id))
     log.info("deleted video %s with %d objects", video_id, deleted + len(extra_keys))
     return deleted + len(extra_keys)
+
+
+async def _purge_edges(res: Resources, video_id: uuid.UUID) -> None:
+    """Announce the deletion; each edge drops every cached object of the video."""
+    event = VideoEvent(type="video.deleted", video_id=video_id, state=VideoState.deleted.value)
+    try:
+        await res.need_broker().publish_event(event)
+    except Exception as exc:
+        log.warning("could not announce the deletion of video %s: %s", video_id, exc)
+        raise ServiceUnavailable(
+            "the video's objects are deleted but the edges could not be told to purge their "
+            "copies; delete it again",
+            headers={"Retry-After": str(res.settings.busy_retry_after_seconds)},
+        ) from None

@@ -94,7 +94,13 @@ def api_router(signer: Signer) -> APIRouter:
             res, settings_of(res), signer, video_id, request_base(request)
         )
 
-    @router.delete("/api/videos/{video_id}", status_code=204, tags=["catalog"])
+    # 503: the objects are gone but the edges could not be told to purge them; delete again.
+    @router.delete(
+        "/api/videos/{video_id}",
+        status_code=204,
+        tags=["catalog"],
+        responses=error_responses(503),
+    )
     async def delete_video(
         video_id: uuid.UUID,
         res: Res,

@@ -21,7 +21,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     async def start(_: FastAPI, __: Resources) -> None:
         # Its own engine rather than the factory's: a redirector stays ready with the database
         # down, answering from the configuration it holds.
-        redirector.db = Database(settings.database_url, pool_size=2)
+        redirector.db = Database.from_settings(settings, pool_size=2)
         await redirector.start()
 
     async def stop(_: FastAPI, __: Resources) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 from services.redirector.decision import viewer_key
 from services.redirector.service import Redirector
 from shared.core.errors import AppError
-from shared.http.app import error_body
+from shared.http.errors import error_body
 
 # Status, header lines (each ``name: value\r\n``), body.
 Reply = tuple[int, bytes, bytes]

@@ -26,3 +26,8 @@ REALTIME_FACTOR = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20),
 )
 BUSY = Gauge("transcode_worker_busy", "1 while the worker runs a job.", ["mode"])
+CHANNELS_LOST = Counter(
+    "transcode_worker_channels_lost_total",
+    "Channels the worker lost (a broker restart, a consumer timeout) and opened again.",
+    ["mode"],
+)

@@ -111,6 +111,26 @@ class Outcome:
     wall_seconds: float = 0.0
 
 
+async def job_timeout_seconds(res: Resources, settings: Settings, job: TranscodeJob) -> float:
+    """The job's time limit: ffmpeg's budget for the video's duration plus the overhead.
+
+    Never above ``TRANSCODER_JOB_TIMEOUT_SECONDS``, which is also the limit of a video whose
+    duration is not known.
+    """
+    async with res.need_db().session() as session:
+        video = await VideoRepository(session).find(job.video_id)
+    cap = settings.transcoder_job_timeout_seconds
+    if video is None or video.duration_seconds is None:
+        return cap
+    budget = ffmpeg.time_budget_seconds(
+        video.duration_seconds,
+        base_seconds=settings.transcoder_encode_timeout_base_seconds,
+        factor=settings.transcoder_encode_timeout_factor,
+        cap_seconds=cap,
+    )
+    return min(cap, budget + settings.transcoder_job_overhead_seconds)
+
+
 async def start_job(res: Resources, job: TranscodeJob) -> bool:
     """Mark the video transcoding; False when there is nothing to do (ready, deleted, gone)."""
     async with res.need_db().session() as session:

@@ -18,7 +18,14 @@ class Settings(BaseServiceSettings):
     transcoder_job_timeout_seconds: float = Field(
         default=12 * 3600,
         gt=0,
-        description="Backstop for a whole job; room for the longest source MEDIA_MAX_* allows",
+        description="Longest any job may run; room for the longest source MEDIA_MAX_* allows. "
+        "Keep RabbitMQ's consumer_timeout above it",
+    )
+    transcoder_job_overhead_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="A transcode job's time beyond ffmpeg's budget for its duration (waiting "
+        "for the video's lease, probing, storing the ladder); the sum is its timeout",
     )
     transcoder_encode_timeout_base_seconds: float = Field(
         default=300, ge=0, description="ffmpeg's time budget: this plus the factor per media second"

@@ -8,6 +8,16 @@ reason the video shows is a short public one; the full error, ffmpeg's output in
 logged with the video's id. SIGTERM hands the current job back (nack with requeue) so another
 worker takes it at once; SIGKILL loses nothing either, since the broker redelivers unacked
 messages.
+
+The broker may drop the worker's channel at any time: a broker restart, or its consumer timeout
+firing on a job that runs longer. Messages come in on a plain channel that only this loop
+reopens, once the connection is back, and never while a job runs. The job in hand runs to its
+end and records its outcome; the ack it can no longer send is dropped, and the broker delivers
+the message again. That copy, like any copy of a job whose outcome is already ``succeeded``, is
+acked without running, and the video's lease keeps two copies from running at once. A message
+the broker has delivered ``delivery_limit`` times without an ack (its worker crashed, hung or
+was stopped each time) is buried with a reason on that last delivery; the broker's own limit
+dead-letters it should even that delivery die.
 """
 
 from __future__ import annotations
@@ -17,22 +27,34 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from services.transcoder import service
-from services.transcoder.metrics import BUSY, JOBS, QUEUE_WAIT, REALTIME_FACTOR, TRANSCODE_SECONDS
+from services.transcoder.metrics import (
+    BUSY,
+    CHANNELS_LOST,
+    JOBS,
+    QUEUE_WAIT,
+    REALTIME_FACTOR,
+    TRANSCODE_SECONDS,
+)
 from services.transcoder.settings import Settings
 from shared.core.logging import configure_logging
 from shared.db.repositories import JobRepository
 from shared.mq.messages import JOB_ADAPTER, PurgeJob, TranscodeJob
+from shared.mq.topology import deliveries_before
 from shared.runtime.resources import Resources, close_resources, open_resources
 
 log = logging.getLogger(__name__)
+
+# What a lost channel or connection raises; the worker reopens its channel and goes on.
+CHANNEL_LOST = (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
 # A handler returns how the job ended: "succeeded", or "skipped" when there was nothing to do.
 Handler = Callable[[Resources, Settings, "TranscodeJob | PurgeJob"], Coroutine[Any, Any, str]]
@@ -60,6 +82,10 @@ async def _handle_purge(res: Resources, settings: Settings, job: TranscodeJob | 
 HANDLERS: dict[str, Handler] = {"transcode": _handle_transcode, "purge": _handle_purge}
 
 
+class ChannelClosed(ConnectionError):
+    """The broker closed the channel the worker takes messages on."""
+
+
 class Worker:
     def __init__(self, settings: Settings, res: Resources) -> None:
         self.settings = settings
@@ -75,25 +101,37 @@ class Worker:
             job = JOB_ADAPTER.validate_json(message.body)
         except ValidationError as exc:
             log.error("rejecting malformed message %s: %s", message.message_id, exc)
-            await message.reject(requeue=False)
+            await self._settle(message.reject(requeue=False), message, "reject")
             JOBS.labels(self.mode, "malformed").inc()
+            return
+        if await self._succeeded_before(job):
+            # A copy whose first ack was lost with its channel: the work is done and recorded.
+            log.info("job %s already succeeded; acking its copy", job.job_id)
+            await self._settle(message.ack(), message, "ack")
+            JOBS.labels(self.mode, "duplicate").inc()
+            return
+        deliveries = deliveries_before(message.headers)
+        if deliveries >= self.res.need_broker().topology.delivery_limit:
+            reason = f"transcoding failed: its worker stopped {deliveries} times on this job"
+            log.error("job %s was delivered %d times without an ack", job.job_id, deliveries + 1)
+            await self._retry_or_bury(message, job, service.Failure(reason, permanent=True))
             return
         QUEUE_WAIT.labels(self.mode).observe(max(0.0, time.time() - job.published_at))
         log.info(
-            "job %s (%s, video %s, attempt %d) started",
+            "job %s (%s, video %s, attempt %d) started, delivery %d",
             job.job_id,
             job.type,
             job.video_id,
             job.attempt,
+            deliveries + 1,
         )
         BUSY.labels(self.mode).set(1)
         await self._record(job, "started")
+        timeout = await self._timeout_of(job)
         handler = HANDLERS[job.type]
         self.current = asyncio.create_task(handler(self.res, self.settings, job))
         try:
-            ended = await asyncio.wait_for(
-                asyncio.shield(self.current), self.settings.transcoder_job_timeout_seconds
-            )
+            ended = await asyncio.wait_for(asyncio.shield(self.current), timeout)
         except asyncio.CancelledError:
             # SIGTERM: hand the job back so another worker takes it now.
             self.current.cancel()
@@ -101,7 +139,7 @@ class Worker:
                 await self.current
             if isinstance(job, TranscodeJob):
                 await service.requeue_video(self.res, job.video_id)
-            await message.nack(requeue=True)
+            await self._settle(message.nack(requeue=True), message, "hand back")
             await self._record(job, "handed_back")
             JOBS.labels(self.mode, "handed_back").inc()
             log.info("job %s handed back", job.job_id)
@@ -121,13 +159,45 @@ class Worker:
             )
             await self._retry_or_bury(message, job, failure)
         else:
-            await message.ack()
+            # Recorded before the ack: a copy delivered after a lost ack is then skipped.
             await self._record(job, ended)
+            await self._settle(message.ack(), message, "ack")
             JOBS.labels(self.mode, ended).inc()
             log.info("job %s done (%s)", job.job_id, ended)
         finally:
             self.current = None
             BUSY.labels(self.mode).set(0)
+
+    async def _settle(
+        self, settling: Awaitable[object], message: AbstractIncomingMessage, what: str
+    ) -> None:
+        """Ack, nack or reject; on a channel that is gone the broker redelivers instead."""
+        try:
+            await settling
+        except CHANNEL_LOST as exc:
+            log.warning(
+                "could not %s message %s, its channel is gone (%r); the broker delivers it again",
+                what,
+                message.message_id,
+                exc,
+            )
+
+    async def _succeeded_before(self, job: TranscodeJob | PurgeJob) -> bool:
+        try:
+            async with self.res.need_db().session() as session:
+                return await JobRepository(session).succeeded(job.job_id)
+        except Exception as exc:
+            # The video's state and lease still keep the job from running twice.
+            log.warning("job %s: could not read its record: %s", job.job_id, exc)
+            return False
+
+    async def _timeout_of(self, job: TranscodeJob | PurgeJob) -> float:
+        if isinstance(job, TranscodeJob):
+            try:
+                return await service.job_timeout_seconds(self.res, self.settings, job)
+            except Exception as exc:
+                log.warning("job %s: could not size its timeout: %s", job.job_id, exc)
+        return self.settings.transcoder_job_timeout_seconds
 
     async def _record(self, job: TranscodeJob | PurgeJob, event: str) -> None:
         """Keep the job's outbox row in step with its run; bookkeeping never fails a job."""
@@ -146,6 +216,18 @@ class Worker:
         message: AbstractIncomingMessage,
         job: TranscodeJob | PurgeJob,
         failure: service.Failure,
+    ) -> None:
+        try:
+            await self._queue_retry_or_bury(job, failure)
+        except Exception as exc:
+            # The broker is away: hand the message back; its next delivery fails again.
+            log.warning("job %s: could not queue its retry (%r); handing it back", job.job_id, exc)
+            await self._settle(message.nack(requeue=True), message, "hand back")
+            return
+        await self._settle(message.ack(), message, "ack")
+
+    async def _queue_retry_or_bury(
+        self, job: TranscodeJob | PurgeJob, failure: service.Failure
     ) -> None:
         broker = self.res.need_broker()
         topo = broker.topology
@@ -178,49 +260,87 @@ class Worker:
             )
             await self._record(job, "failed")
             JOBS.labels(self.mode, "failed").inc()
-        await message.ack()
 
-    async def run_push(self) -> None:
-        """basic_consume with prefetch 1 until asked to stop."""
-        channel = await self.res.need_broker().connection.channel()
+    async def run(self) -> None:
+        """Take jobs until asked to stop, on a fresh channel whenever the last one was lost."""
+        take = self._consume if self.mode == "push" else self._poll
+        pause = self.settings.amqp_reconnect_seconds
+        while not self.stopping.is_set():
+            try:
+                channel = await self._open_channel()
+                try:
+                    await take(channel)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+            except CHANNEL_LOST as exc:
+                CHANNELS_LOST.labels(self.mode).inc()
+                log.warning("%s worker lost its channel (%r); reopening it", self.mode, exc)
+                await self._unless_stopping(asyncio.sleep(pause))
+
+    async def _open_channel(self) -> AbstractChannel:
+        """A plain channel on the connection, once the connection is up."""
+        broker = self.res.need_broker()
+        await self._unless_stopping(broker.connection.connected.wait())
+        channel = await broker.open_channel()
+        channel.close_callbacks.add(self._closed_by_broker)
+        return channel
+
+    def _closed_by_broker(self, _channel: object, exc: BaseException | None) -> None:
+        # Said at once: a running job only notices the lost channel when it ends.
+        if isinstance(exc, AMQPError):
+            log.warning("%s worker: the broker closed its channel: %s", self.mode, exc)
+
+    async def _unless_stopping(self, waiting: Coroutine[Any, Any, object]) -> None:
+        """Wait for ``waiting`` or for the stop request, whichever comes first."""
+        task = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stop):
+                pending.cancel()
+
+    async def _consume(self, channel: AbstractChannel) -> None:
+        """basic_consume with prefetch 1 until asked to stop or the channel is lost."""
         await channel.set_qos(prefetch_count=1)
         queue = await channel.get_queue(self.res.need_broker().topology.jobs_queue)
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         tag = await queue.consume(inbox.put)
+        closed = asyncio.ensure_future(channel.closed())
+        stop = asyncio.ensure_future(self.stopping.wait())
         try:
             while not self.stopping.is_set():
-                getter = asyncio.create_task(inbox.get())
-                stop = asyncio.create_task(self.stopping.wait())
-                done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    stop.cancel()
+                getter = asyncio.ensure_future(inbox.get())
+                await asyncio.wait({getter, stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
                     await self.process(getter.result())
-                else:
-                    getter.cancel()
+                    continue
+                getter.cancel()
+                if closed.done():
+                    raise ChannelClosed("the broker closed the channel")
         finally:
+            closed.cancel()
+            stop.cancel()
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
             while not inbox.empty():
-                await inbox.get_nowait().nack(requeue=True)
-            await channel.close()
+                message = inbox.get_nowait()
+                await self._settle(message.nack(requeue=True), message, "hand back")
 
-    async def run_pull(self) -> None:
+    async def _poll(self, channel: AbstractChannel) -> None:
         """basic_get polling, backing off while the queue is empty."""
-        channel = await self.res.need_broker().connection.channel()
         queue = await channel.get_queue(self.res.need_broker().topology.jobs_queue)
+        timeout = self.res.need_broker().publish_timeout_seconds
         delay = self.settings.transcoder_poll_min_seconds
-        try:
-            while not self.stopping.is_set():
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), delay)
-                    delay = min(delay * 2, self.settings.transcoder_poll_max_seconds)
-                    continue
-                delay = self.settings.transcoder_poll_min_seconds
-                await self.process(message)
-        finally:
-            await channel.close()
+        while not self.stopping.is_set():
+            message = await queue.get(no_ack=False, fail=False, timeout=timeout)
+            if message is None:
+                await self._unless_stopping(asyncio.sleep(delay))
+                delay = min(delay * 2, self.settings.transcoder_poll_max_seconds)
+                continue
+            delay = self.settings.transcoder_poll_min_seconds
+            await self.process(message)
 
 
 async def main(settings: Settings) -> None:
@@ -228,9 +348,7 @@ async def main(settings: Settings) -> None:
     res = await open_resources(settings, {"db", "redis", "mq", "storage"})
     worker = Worker(settings, res)
     loop = asyncio.get_running_loop()
-    runner = asyncio.create_task(
-        worker.run_push() if settings.transcoder_mode == "push" else worker.run_pull()
-    )
+    runner = asyncio.create_task(worker.run())
 
     def on_signal(sig: signal.Signals) -> None:
         log.info("%s received: stopping", sig.name)

@@ -14,6 +14,11 @@ from shared.core.settings import BaseServiceSettings
 
 class Settings(BaseServiceSettings):
     upload_max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    upload_max_concurrent_uploads: int = Field(
+        default=32,
+        ge=1,
+        description="Uploads in progress at once per process; more get 503 with Retry-After",
+    )
     upload_port: int = ports.UPLOAD
     upload_tls_port: int = Field(
         default=ports.UPLOAD_TLS,

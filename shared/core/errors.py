@@ -20,8 +20,9 @@ Tree::
     ├── Locked (423)
     ├── HeadersTooLarge (431)
     ├── ChecksumMismatch (460, tus checksum extension)
-    └── UpstreamUnavailable (502)
-        └── GatewayTimeout (504)
+    ├── UpstreamUnavailable (502)
+    │   └── GatewayTimeout (504)
+    └── ServiceUnavailable (503, with Retry-After: a cap is full or a dependency is down)
 
 One handler (``shared.http.app``) renders them all as ``{"error": code, "detail": message}``.
 """
@@ -139,3 +140,8 @@ class UpstreamUnavailable(AppError):
 class GatewayTimeout(UpstreamUnavailable):
     status = 504
     code = "gateway_timeout"
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "service_unavailable"

@@ -28,6 +28,72 @@ class BaseServiceSettings(BaseSettings):
     mq_prefix: str = Field(default="vsp", description="Name prefix of every exchange and queue")
     mq_retry_delays_seconds: tuple[int, ...] = (2, 8, 32)
     amqp_heartbeat_seconds: int = Field(default=30, ge=0, description="0 disables heartbeats")
+    amqp_reconnect_seconds: float = Field(
+        default=2, gt=0, description="Pause between attempts to reach a broker that went away"
+    )
+    amqp_publish_timeout_seconds: float = Field(
+        default=5,
+        gt=0,
+        description="Longest wait for a publish and its confirm (the outbox retries it later), "
+        "a new channel or a basic.get",
+    )
+    mq_delivery_limit: int = Field(
+        default=5,
+        ge=1,
+        description="Deliveries of one job message that ended without an ack (its worker died, "
+        "hung past the consumer timeout or was stopped) before it is dead-lettered",
+    )
+    outbox_retention_seconds: float = Field(
+        default=7 * 86_400, gt=0, description="Sent outbox rows older than this are deleted"
+    )
+
+    # A restarted PostgreSQL or Redis costs the requests of that moment a retry, not a 500.
+    database_pool_size: int = Field(
+        default=10, ge=1, description="Connections kept per process; as many again on demand"
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=10, gt=0, description="Wait for a free connection before a 503"
+    )
+    database_pool_recycle_seconds: float = Field(
+        default=1800, gt=0, description="A pooled connection older than this is replaced"
+    )
+    database_connect_timeout_seconds: float = Field(default=5, gt=0)
+    redis_max_connections: int = Field(
+        default=64,
+        ge=2,
+        description="Pool bound per process (one is the pub/sub subscriber); a command waits "
+        "REDIS_POOL_TIMEOUT_SECONDS for a free one",
+    )
+    redis_pool_timeout_seconds: float = Field(default=5, gt=0)
+    redis_connect_timeout_seconds: float = Field(default=2, gt=0)
+    redis_socket_timeout_seconds: float = Field(
+        default=5, gt=0, description="Longest wait for a command's answer"
+    )
+    redis_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Retries of a command after a connection error or timeout, with "
+        "exponential backoff (jittered, at most 2 s apart)",
+    )
+    redis_health_check_interval_seconds: int = Field(
+        default=10, ge=0, description="A connection idle this long is PINGed before use"
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2, gt=0, description="A /readyz check slower than this reports its dependency down"
+    )
+    busy_retry_after_seconds: int = Field(
+        default=1,
+        ge=0,
+        description="Retry-After of a 503: a concurrency cap is full or a dependency is down",
+    )
+    events_max_streams: int = Field(
+        default=1024, ge=1, description="Progress event streams (SSE) served at once per process"
+    )
+    events_queue_messages: int = Field(
+        default=64,
+        ge=1,
+        description="Messages an event stream may fall behind by before it is closed",
+    )
 
     storage_backend: Literal["fs", "s3"] = "fs"
     storage_root: Path = Path("var/objects")

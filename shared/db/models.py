@@ -131,6 +131,19 @@ class TranscodeJobRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class UploadState(enum.StrEnum):
+    """A tus upload: active -> finalizing -> complete | failed.
+
+    ``finalizing`` holds every byte but no video yet; it is retried until the video exists
+    (``complete``) or the bytes are refused for good (``failed``, with the bytes deleted).
+    """
+
+    active = "active"
+    finalizing = "finalizing"
+    complete = "complete"
+    failed = "failed"
+
+
 class Upload(Base):
     """tus upload state."""
 
@@ -150,7 +163,17 @@ class Upload(Base):
     tail_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     is_partial: Mapped[bool] = mapped_column(Boolean, default=False)
     partials: Mapped[list[str] | None] = mapped_column(JSONB, nullable=True)
-    state: Mapped[str] = mapped_column(String(16), default="active")
+    state: Mapped[str] = mapped_column(String(16), default=UploadState.active.value)
+    # Why a failed upload was refused.
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The lock token of the one writer whose commits count (fencing: a writer that lost the
+    # lock cannot move the row, whatever it still believes).
+    writer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Storage part numbers are handed out once each, so two writers never store the same one.
+    next_part: Mapped[int] = mapped_column(Integer, default=1)
+    finalize_attempted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -113,17 +113,27 @@ class VideoRepository:
 
 
 class JobRepository:
-    """The outbox rows of jobs, as workers run them: which attempt, which worker, how it ended."""
+    """The outbox rows of jobs, as workers run them: which attempt, which worker, how it ended.
+
+    A job that succeeded stays succeeded: a copy the broker delivers again (its first ack was
+    lost with a channel) neither restarts nor overwrites the record.
+    """
+
+    SUCCEEDED = "succeeded"
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    def _unless_succeeded(self, job_id: uuid.UUID) -> Any:
+        return update(TranscodeJobRow).where(
+            TranscodeJobRow.id == job_id,
+            TranscodeJobRow.outcome.is_distinct_from(self.SUCCEEDED),
+        )
+
     async def started(self, job_id: uuid.UUID, *, worker_mode: str, attempt: int) -> None:
         """A worker took the job (again): a redelivery or a retry starts a fresh record."""
         await self.session.execute(
-            update(TranscodeJobRow)
-            .where(TranscodeJobRow.id == job_id)
-            .values(
+            self._unless_succeeded(job_id).values(
                 started_at=func.now(),
                 finished_at=None,
                 outcome=None,
@@ -135,10 +145,15 @@ class JobRepository:
     async def finished(self, job_id: uuid.UUID, outcome: str) -> None:
         """The attempt ended: succeeded, skipped, retried, failed or handed_back."""
         await self.session.execute(
-            update(TranscodeJobRow)
-            .where(TranscodeJobRow.id == job_id)
-            .values(finished_at=func.now(), outcome=outcome)
+            self._unless_succeeded(job_id).values(finished_at=func.now(), outcome=outcome)
         )
+
+    async def succeeded(self, job_id: uuid.UUID) -> bool:
+        """Whether a delivery of the job has already succeeded."""
+        outcome = await self.session.scalar(
+            select(TranscodeJobRow.outcome).where(TranscodeJobRow.id == job_id)
+        )
+        return outcome == self.SUCCEEDED
 
     async def get(self, job_id: uuid.UUID) -> TranscodeJobRow | None:
         return await self.session.get(TranscodeJobRow, job_id, populate_existing=True)

@@ -1,13 +1,18 @@
 """The one app factory every HTTP service is built with.
 
 It owns the lifespan (clients opened once, closed once), the error handler, request-id and
-metrics middleware, the ``/healthz``, ``/readyz`` and ``/metrics`` endpoints, and the OpenAPI
-document's error answers (``shared.http.openapi``).
+metrics middleware, the service's concurrency caps (``shared.http.concurrency``), the
+``/healthz``, ``/readyz`` and ``/metrics`` endpoints, and the OpenAPI document's error answers
+(``shared.http.openapi``).
+
+``/healthz`` is liveness: it answers while the process runs, whatever its dependencies do, so an
+orchestrator never restarts a process for an outage elsewhere. ``/readyz`` is readiness: 503
+while a dependency is down. A request that meets a lost database or Redis connection (after the
+clients' own retries) is a 503 with Retry-After, not a 500.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -18,10 +23,16 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.core.errors import AppError
+from shared.core.errors import AppError, ServiceUnavailable
 from shared.core.settings import BaseServiceSettings
+from shared.http.concurrency import Cap, ConcurrencyLimits, document_caps
+from shared.http.errors import JSON, error_body, error_response
 from shared.http.faults import FaultDelayMiddleware, FaultState, fault_router
 from shared.http.middleware import MetricsMiddleware, RequestIdMiddleware
 from shared.http.openapi import document_errors
@@ -30,27 +41,6 @@ from shared.runtime.resources import Resources, close_resources, open_resources,
 log = logging.getLogger(__name__)
 
 Hook = Callable[[FastAPI, Resources], Awaitable[None]]
-
-
-JSON = "application/json"
-
-
-def _json(content: object) -> bytes:
-    # As FastAPI's JSONResponse renders it: compact, UTF-8.
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
-def error_body(exc: AppError) -> bytes:
-    """The JSON bytes of an error answer: ``{"error": code, "detail": ...}`` plus its extras."""
-    return _json(exc.body())
-
-
-def error_response(
-    status: int, code: str, detail: object, headers: dict[str, str] | None = None
-) -> Response:
-    """The JSON error answer every service returns, for errors outside the domain tree."""
-    body = _json({"error": code, "detail": detail})
-    return Response(body, status_code=status, headers=headers, media_type=JSON)
 
 
 async def _app_error(_: Request, exc: Exception) -> Response:
@@ -78,6 +68,27 @@ async def _unexpected(_: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "an unexpected error occurred")
 
 
+# A dependency lost for longer than its client retries: connection refused or reset, a pool
+# with no connection to give, a database connection that died under a query.
+_DEPENDENCY_ERRORS = (ConnectionError, RedisConnectionError, RedisTimeoutError, PoolTimeoutError)
+
+
+def _dependency_down(
+    retry_after_seconds: int,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(_: Request, exc: Exception) -> Response:
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+            raise exc
+        log.warning("a dependency is unavailable: %s: %s", type(exc).__name__, exc)
+        busy = ServiceUnavailable(
+            "a dependency of this service is unavailable: retry later",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+        return await _app_error(_, busy)
+
+    return handler
+
+
 async def resources(request: Request) -> Resources:
     """FastAPI dependency: the process's clients (async: no thread-pool hop per request)."""
     res: Resources = request.app.state.resources
@@ -92,9 +103,13 @@ def create_app(
     uses: frozenset[str] | set[str] = frozenset(),
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
+    caps: Sequence[Cap] = (),
     version: str = "0.1.0",
 ) -> FastAPI:
-    """Build a service: its routers plus the platform's lifespan, errors and endpoints."""
+    """Build a service: its routers plus the platform's lifespan, errors and endpoints.
+
+    ``caps`` bound the requests of each kind the process serves at once.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,14 +137,21 @@ def create_app(
             with warnings.catch_warnings():
                 # Every method of a route gets the route's one operation id; made unique below.
                 warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
-                app.openapi_schema = document_errors(FastAPI.openapi(app))
+                app.openapi_schema = document_errors(document_caps(FastAPI.openapi(app), caps))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    dependency_down = _dependency_down(settings.busy_retry_after_seconds)
+    for error in (*_DEPENDENCY_ERRORS, DBAPIError):
+        app.add_exception_handler(error, dependency_down)
     app.add_exception_handler(Exception, _unexpected)
+    if caps:
+        # Inside the request-id and metrics middleware, so refusals carry an id and are counted.
+        retry_after = settings.busy_retry_after_seconds
+        app.add_middleware(ConcurrencyLimits, caps=caps, retry_after_seconds=retry_after)
     if settings.fault_delay_seconds > 0 or settings.fault_admin_token:
         faults = FaultState(settings.fault_delay_seconds)
         app.state.faults = faults

@@ -40,7 +40,7 @@ from shared.core.errors import (
     RequestTimeout,
     UriTooLong,
 )
-from shared.http.app import error_body
+from shared.http.errors import error_body
 from shared.http.h1_limits import Limits
 
 log = logging.getLogger(__name__)

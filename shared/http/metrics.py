@@ -28,3 +28,18 @@ HTTP_RESPONSE_BYTES = Counter(
     "Response body bytes sent, by route template.",
     ["route"],
 )
+HTTP_CAPPED_IN_PROGRESS = Gauge(
+    "http_capped_requests_in_progress",
+    "Requests holding a slot of a per-process concurrency cap, by cap (upload, tus_patch, ...).",
+    ["cap"],
+)
+HTTP_CAPPED_LIMIT = Gauge(
+    "http_capped_requests_limit",
+    "Slots of each per-process concurrency cap.",
+    ["cap"],
+)
+HTTP_CAPPED_REFUSED = Counter(
+    "http_capped_requests_refused_total",
+    "Requests answered 503 at once because their concurrency cap was full, by cap.",
+    ["cap"],
+)

@@ -10,13 +10,16 @@ all with that one body:
 - it takes an ``Authorization`` header: 401 (no token) and 403 (a wrong one);
 - it takes a body: 413 (too large).
 
-A route answering more (409, 415, 502, ...) lists those with ``error_responses``. A route
+A route answering more (409, 415, 502, ...) lists those with ``error_responses``; an answer
+that middleware gives before any route runs (the 503 of a full concurrency cap) is declared with
+``declare_status``. A route
 serving several methods gets one operation id per method, as the specification asks (FastAPI
 gives them all the same).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -61,6 +64,18 @@ def _description(status: int) -> str:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """A route's ``responses=`` for the errors it answers beyond those its shape implies."""
     return {s: {"model": ErrorBody, "description": _description(s)} for s in statuses}
+
+
+def declare_status(
+    schema: dict[str, Any], status: int, applies: Callable[[str, str], bool]
+) -> dict[str, Any]:
+    """Give ``status`` to each operation of ``schema`` that ``applies(METHOD, path template)``."""
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            if method in _METHODS and applies(method.upper(), path):
+                responses = operation.setdefault("responses", {})
+                responses.setdefault(str(status), {"description": _description(status)})
+    return schema
 
 
 def implied_statuses(operation: dict[str, Any]) -> set[int]:

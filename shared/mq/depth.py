@@ -35,7 +35,7 @@ def queue_roles(broker: Broker) -> dict[str, list[str]]:
 
 async def sample_depth(broker: Broker) -> dict[str, tuple[int, int]]:
     """(messages, consumers) per role, read with passive declares on a short-lived channel."""
-    channel = await broker.connection.channel()
+    channel = await broker.open_channel()
     try:
         depth: dict[str, tuple[int, int]] = {}
         for role, names in queue_roles(broker).items():

@@ -33,7 +33,9 @@ class PurgeJob(BaseModel):
 Job = Annotated[TranscodeJob | PurgeJob, Field(discriminator="type")]
 JOB_ADAPTER: TypeAdapter[TranscodeJob | PurgeJob] = TypeAdapter(Job)
 
-EventType = Literal["video.uploaded", "video.progress", "video.ready", "video.failed"]
+EventType = Literal[
+    "video.uploaded", "video.progress", "video.ready", "video.failed", "video.deleted"
+]
 
 
 class VideoEvent(BaseModel):

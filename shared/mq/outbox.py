@@ -4,6 +4,11 @@ A job row is written in the same transaction as the video's state change. After 
 relay publishes unsent rows with publisher confirms and marks them sent; a sweeper loop
 re-publishes whatever stayed unsent (a crash between commit and publish, a broker outage).
 ``FOR UPDATE SKIP LOCKED`` lets several relays run without publishing a row twice at once.
+
+A row is marked sent only on the broker's confirm that a queue took it: a publish that times
+out (the broker hangs; the row locks are held meanwhile) or that the broker returns as
+unroutable (the jobs queue is missing) leaves the row for the next pass. Sent rows are deleted
+once they are older than the retention; workers keep their outcome on them until then.
 """
 
 from __future__ import annotations
@@ -11,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.core.tasks import cancel_and_wait
 from shared.db.engine import Database
 from shared.db.models import TranscodeJobRow as JobRow
-from shared.mq.broker import Broker
+from shared.mq.broker import Broker, Unroutable
 from shared.mq.messages import JOB_ADAPTER, PurgeJob, TranscodeJob
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,10 @@ OUTBOX_PUBLISHED = Counter(
     "outbox_published_total", "Outbox jobs published to the broker.", ["type"]
 )
 OUTBOX_ERRORS = Counter("outbox_publish_errors_total", "Outbox publish attempts that failed.")
+OUTBOX_UNROUTABLE = Counter(
+    "outbox_unroutable_total", "Outbox jobs the broker returned because no queue was bound."
+)
+OUTBOX_PRUNED = Counter("outbox_pruned_total", "Sent outbox rows deleted after the retention.")
 
 
 def add_job(session: AsyncSession, job: TranscodeJob | PurgeJob) -> JobRow:
@@ -70,9 +80,13 @@ async def relay_pending(
             job = JOB_ADAPTER.validate_python(row.payload)
             try:
                 await broker.publish_job(job)
-            except Exception:
+            except Unroutable as exc:
+                OUTBOX_UNROUTABLE.inc()
+                log.error("job %s stays unsent, the sweeper will retry: %s", row.id, exc)
+                break
+            except Exception as exc:
                 OUTBOX_ERRORS.inc()
-                log.warning("publishing job %s failed; the sweeper will retry", row.id)
+                log.warning("publishing job %s failed (%r); the sweeper will retry", row.id, exc)
                 break
             row.sent_at = datetime.now(UTC)
             OUTBOX_PUBLISHED.labels(job.type).inc()
@@ -80,13 +94,41 @@ async def relay_pending(
     return sent
 
 
-class OutboxRelay:
-    """Publishes right after a commit (``kick``) and sweeps every ``interval_seconds``."""
+async def prune_sent(db: Database, *, retention_seconds: float, limit: int = 1000) -> int:
+    """Delete up to ``limit`` rows sent more than ``retention_seconds`` ago; returns how many."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+    async with db.session() as session:
+        old = (
+            select(JobRow.id)
+            .where(JobRow.sent_at < cutoff)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await session.execute(delete(JobRow).where(JobRow.id.in_(old)))
+    count = int(getattr(result, "rowcount", 0) or 0)
+    OUTBOX_PRUNED.inc(count)
+    return count
 
-    def __init__(self, db: Database, broker: Broker, *, interval_seconds: float = 5.0) -> None:
+
+class OutboxRelay:
+    """Publishes right after a commit (``kick``), sweeps every ``interval_seconds`` and prunes
+    sent rows older than ``retention_seconds`` every ``prune_every_seconds``."""
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        *,
+        interval_seconds: float = 5.0,
+        retention_seconds: float = 7 * 86_400,
+        prune_every_seconds: float = 600,
+    ) -> None:
         self.db = db
         self.broker = broker
         self.interval_seconds = interval_seconds
+        self.retention_seconds = retention_seconds
+        self.prune_every_seconds = prune_every_seconds
+        self._next_prune = time.monotonic()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -103,8 +145,17 @@ class OutboxRelay:
                 count = await relay_pending(self.db, self.broker)
                 if count:
                     log.info("outbox: published %d job(s)", count)
+                await self._prune_when_due()
             except Exception:
                 log.exception("outbox relay pass failed")
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.prune_every_seconds
+        count = await prune_sent(self.db, retention_seconds=self.retention_seconds)
+        if count:
+            log.info("outbox: deleted %d sent row(s) past the retention", count)
 
     def start(self) -> None:
         """Run the relay loop in the background."""

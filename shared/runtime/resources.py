@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.core.settings import BaseServiceSettings
 from shared.core.signing import Signer
@@ -16,7 +21,7 @@ from shared.db.engine import Database
 from shared.mq.broker import Broker
 from shared.mq.depth import QueueDepthMonitor
 from shared.mq.outbox import OutboxRelay
-from shared.mq.topology import Topology
+from shared.runtime.pubsub import PubSubHub
 from shared.storage import ObjectStore, create_store
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,8 @@ class Resources:
     settings: BaseServiceSettings
     db: Database | None = None
     redis: Redis | None = None
+    # The one Redis subscriber, fanned out to every live-progress stream of the process.
+    pubsub: PubSubHub | None = None
     broker: Broker | None = None
     store: ObjectStore | None = None
     http: httpx.AsyncClient | None = None
@@ -53,6 +60,11 @@ class Resources:
             raise RuntimeError("this process has no Redis")
         return self.redis
 
+    def need_pubsub(self) -> PubSubHub:
+        if self.pubsub is None:
+            raise RuntimeError("this process has no Redis subscriber")
+        return self.pubsub
+
     def need_broker(self) -> Broker:
         if self.broker is None:
             raise RuntimeError("this process has no broker")
@@ -72,6 +84,25 @@ class Resources:
         if self.outbox is None:
             raise RuntimeError("this process has no outbox relay")
         return self.outbox
+
+
+def redis_from_settings(settings: BaseServiceSettings) -> Redis:
+    """A client on a bounded pool that retries lost connections and timeouts with backoff.
+
+    A command on a connection that a Redis restart closed is sent again on a new one, instead
+    of failing the request that drew it.
+    """
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2), settings.redis_retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=settings.redis_health_check_interval_seconds,
+    )
+    return Redis.from_pool(pool)
 
 
 def store_from_settings(settings: BaseServiceSettings) -> ObjectStore:
@@ -98,9 +129,10 @@ async def open_resources(
     res = Resources(settings)
     try:
         if "db" in uses:
-            res.db = Database(settings.database_url)
+            res.db = Database.from_settings(settings)
         if "redis" in uses:
-            res.redis = Redis.from_url(settings.redis_url)
+            res.redis = redis_from_settings(settings)
+            res.pubsub = PubSubHub(res.redis, queue_messages=settings.events_queue_messages)
         if "storage" in uses:
             res.store = store_from_settings(settings)
         if "http" in uses:
@@ -109,11 +141,7 @@ async def open_resources(
                 limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
             )
         if "mq" in uses:
-            res.broker = Broker(
-                settings.amqp_url,
-                Topology(settings.mq_prefix, settings.mq_retry_delays_seconds),
-                heartbeat_seconds=settings.amqp_heartbeat_seconds,
-            )
+            res.broker = Broker.from_settings(settings)
             await res.broker.connect()
             res.queue_depth = QueueDepthMonitor(res.broker)
             res.queue_depth.start()
@@ -132,6 +160,7 @@ async def close_resources(res: Resources) -> None:
         ("broker", res.broker.close if res.broker else None),
         ("http", res.http.aclose if res.http else None),
         ("store", res.store.close if res.store else None),
+        ("pubsub", res.pubsub.close if res.pubsub else None),
         ("redis", res.redis.aclose if res.redis else None),
         ("db", res.db.close if res.db else None),
     ):
@@ -144,27 +173,31 @@ async def close_resources(res: Resources) -> None:
 
 
 async def readiness(res: Resources) -> dict[str, str]:
-    """Check every opened client; values are "ok" or "down".
+    """Check every opened client at once; values are "ok" or "down".
 
-    ``/readyz`` is reachable from outside, so the error itself (hosts, ports, credentials in a
-    URL) goes to the log, not into the answer.
+    A check slower than ``readiness_timeout_seconds`` is "down": a dependency that hangs must
+    not hang ``/readyz``. ``/readyz`` is reachable from outside, so the error itself (hosts,
+    ports, credentials in a URL) goes to the log, not into the answer.
     """
-    checks: dict[str, str] = {}
-
-    async def run(name: str, coro: Any) -> None:
-        try:
-            await coro
-            checks[name] = "ok"
-        except Exception as exc:
-            checks[name] = "down"
-            log.warning("readiness: %s is down: %s: %s", name, type(exc).__name__, exc)
-
+    probes: dict[str, Callable[[], Awaitable[object]]] = {}
     if res.db:
-        await run("database", res.db.ping())
+        probes["database"] = res.db.ping
     if res.redis:
-        await run("redis", res.redis.ping())
+        probes["redis"] = res.redis.ping
     if res.broker:
-        await run("rabbitmq", res.broker.check())
+        probes["rabbitmq"] = res.broker.check
     if res.store:
-        await run("storage", res.store.check())
-    return checks
+        probes["storage"] = res.store.check
+    timeout = res.settings.readiness_timeout_seconds
+
+    async def run(name: str, probe: Callable[[], Awaitable[object]]) -> str:
+        try:
+            async with asyncio.timeout(timeout):
+                await probe()
+        except Exception as exc:
+            log.warning("readiness: %s is down: %s: %s", name, type(exc).__name__, exc)
+            return "down"
+        return "ok"
+
+    results = await asyncio.gather(*(run(name, probe) for name, probe in probes.items()))
+    return dict(zip(probes, results, strict=True))

@@ -21,7 +21,11 @@ def outbox_hooks() -> tuple[Hook, Hook]:
     """Startup and shutdown hooks running the outbox relay in a service that queues jobs."""
 
     async def start(_: FastAPI, res: Resources) -> None:
-        relay = OutboxRelay(res.need_db(), res.need_broker())
+        relay = OutboxRelay(
+            res.need_db(),
+            res.need_broker(),
+            retention_seconds=res.settings.outbox_retention_seconds,
+        )
         res.outbox = relay
         relay.start()
         relay.kick()

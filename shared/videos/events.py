@@ -1,21 +1,32 @@
-"""Server-sent events of one video's upload and transcode progress, from Redis pub/sub."""
+"""Server-sent events of one video's upload and transcode progress, from Redis pub/sub.
+
+Every stream of a process listens through the process's one subscriber (``Resources.pubsub``).
+A stream that falls behind by a whole queue ends (the browser's EventSource reconnects and
+starts from a fresh snapshot); after Redis comes back from an outage, each stream sends a fresh
+snapshot, since what was published meanwhile is lost.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio.client import PubSub
-
 from shared.core.errors import NotFound
 from shared.db.repositories import VideoRepository
+from shared.http.concurrency import Cap
+from shared.runtime.pubsub import Dropped, Listener, PubSubHub, Signal
 from shared.runtime.resources import Resources
 from shared.videos import progress
 
 TERMINAL_STAGES = frozenset({"ready", "failed", "rejected"})
+
+
+def events_cap(limit: int) -> Cap:
+    """The per-process cap on open event streams (``EVENTS_MAX_STREAMS``)."""
+    return Cap("events", frozenset({"GET"}), r"/api/videos/[^/]+/events", limit)
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -41,44 +52,52 @@ async def open_video_events(
     res: Resources, video_id: uuid.UUID, *, keepalive_seconds: float = 15
 ) -> AsyncIterator[bytes]:
     """Subscribe, then check the video exists (NotFound before any byte is sent)."""
-    pubsub = res.need_redis().pubsub()
-    # Subscribing before reading the snapshot means no update falls between the two.
-    await pubsub.subscribe(progress.channel(video_id))
+    hub = res.need_pubsub()
+    # Confirmed by Redis before the snapshot is read: no update falls between the two.
+    listener = await hub.subscribe(progress.channel(video_id))
     try:
         snapshot = await _snapshot(res, video_id)
     except BaseException:
-        await _close(pubsub, video_id)
+        hub.unsubscribe(listener)
         raise
-    return _stream(pubsub, video_id, snapshot, keepalive_seconds)
+    return _stream(res, hub, listener, snapshot, keepalive_seconds)
 
 
-async def _close(pubsub: PubSub, video_id: uuid.UUID) -> None:
-    with contextlib.suppress(Exception):
-        await pubsub.unsubscribe(progress.channel(video_id))
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+async def _next_update(
+    res: Resources, listener: Listener, video_id: uuid.UUID, keepalive_seconds: float
+) -> dict[str, Any] | None:
+    """The next state to send; None after ``keepalive_seconds`` of silence."""
+    try:
+        async with asyncio.timeout(keepalive_seconds):
+            item = await listener.get()
+    except TimeoutError:
+        return None
+    if isinstance(item, Signal):  # RESYNC: Redis came back, updates may have been lost
+        return await _snapshot(res, video_id)
+    data: dict[str, Any] = json.loads(item)
+    return data
 
 
 async def _stream(
-    pubsub: PubSub, video_id: uuid.UUID, snapshot: dict[str, Any], keepalive_seconds: float
+    res: Resources,
+    hub: PubSubHub,
+    listener: Listener,
+    snapshot: dict[str, Any],
+    keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
+    video_id = uuid.UUID(snapshot["video_id"])
+    data: dict[str, Any] | None = snapshot
     try:
-        if snapshot.get("stage") in TERMINAL_STAGES:
-            yield sse("end", snapshot)
-            return
-        yield sse("progress", snapshot)
         while True:
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=keepalive_seconds
-            )
-            if message is None:
+            if data is None:
                 yield b": keep-alive\n\n"
-                continue
-            if message.get("type") != "message":
-                continue
-            data = json.loads(message["data"])
-            if data.get("stage") in TERMINAL_STAGES:
+            elif data.get("stage") in TERMINAL_STAGES:
                 yield sse("end", data)
                 return
-            yield sse("progress", data)
+            else:
+                yield sse("progress", data)
+            data = await _next_update(res, listener, video_id, keepalive_seconds)
+    except (Dropped, NotFound):
+        return  # fell behind, or the video went away: the client starts again if it wants
     finally:
-        await _close(pubsub, video_id)
+        hub.unsubscribe(listener)

@@ -7,13 +7,20 @@ transaction. Bytes that are not media, or more media than the limits allow, are 
 row or job is written, so a rejected upload leaves nothing behind.
 Until then a video exists only as its progress record in Redis (stage ``uploading``), which is
 what ``GET /api/videos/{id}/events`` follows.
+
+A caller that retries (tus, whose upload stays ``finalizing`` until its video exists) keeps the
+source when the probe or the commit fails for any reason but the bytes themselves, and commits
+its own state with the video (``in_transaction``), so a retry never makes a second video.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.core.errors import NotMedia
 from shared.db.models import Video, VideoState
@@ -74,8 +81,14 @@ async def finalize_source(
     size: int,
     sha256: str | None,
     meta: SourceMetadata,
+    keep_on_error: bool = False,
+    in_transaction: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> Video:
-    """Probe the stored source, then commit the video (queued) and its job together."""
+    """Probe the stored source, then commit the video (queued) and its job together.
+
+    Refused bytes are always deleted; other failures delete them unless ``keep_on_error``.
+    ``in_transaction`` runs in the video's transaction, which commits only if it succeeds.
+    """
     store = res.need_store()
     db = res.need_db()
     # Taken before the commit: a process without a relay must fail before the upload is recorded.
@@ -89,7 +102,8 @@ async def finalize_source(
         await _refuse(res, store, key, video_id, exc.detail)
         raise
     except BaseException:
-        await _refuse(res, store, key, video_id, "the upload could not be checked")
+        if not keep_on_error:
+            await _refuse(res, store, key, video_id, "the upload could not be checked")
         raise
     width, height = info.display_size or (None, None)
     try:
@@ -113,8 +127,11 @@ async def finalize_source(
             )
             await session.flush()
             add_job(session, new_transcode_job(video_id, key))
+            if in_transaction is not None:
+                await in_transaction(session)
     except BaseException:
-        await _refuse(res, store, key, video_id, "the upload could not be recorded")
+        if not keep_on_error:
+            await _refuse(res, store, key, video_id, "the upload could not be recorded")
         raise
     if res.redis is not None:
         await progress.publish(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -36,16 +35,3 @@ async def latest(redis: Redis, video_id: uuid.UUID | str) -> dict[str, Any]:
     """The most recent progress fields recorded for the video."""
     raw = await redis.hgetall(progress_key(video_id))
     return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
-
-
-async def listen(redis: Redis, video_id: uuid.UUID | str) -> AsyncIterator[dict[str, Any]]:
-    """Yield each progress message published for the video."""
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(channel(video_id))
-    try:
-        async for message in pubsub.listen():
-            if message.get("type") == "message":
-                yield json.loads(message["data"])
-    finally:
-        await pubsub.unsubscribe(channel(video_id))
-        await pubsub.aclose()  # type: ignore[no-untyped-call]

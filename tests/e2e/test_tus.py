@@ -28,11 +28,15 @@ from tests.support.infra import delete_topology
 from tests.support.media import MIB, make_clip, padded_media, sha256_file
 from tests.support.paths import ROOT
 from tests.support.polling import eventually
-from tests.support.processes import Processes
-from tests.support.upload import ensure_node_clients
-
-TUS = {"Tus-Resumable": "1.0.0"}
-PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
+from tests.support.processes import Proc, Processes
+from tests.support.upload import (
+    PATCH,
+    TUS,
+    ensure_node_clients,
+    env_store,
+    source_sha256,
+    tus_storage,
+)
 
 
 @dataclass
@@ -41,22 +45,11 @@ class Tus:
     url: str
     env: dict[str, str]
     store: ObjectStore
+    proc: Proc
 
     @property
     def files(self) -> str:
         return f"{self.url}/files/"
-
-
-def _store(env: dict[str, str]) -> ObjectStore:
-    if env["STORAGE_BACKEND"] == "fs":
-        return FilesystemStore(Path(env["STORAGE_ROOT"]))
-    return S3Store(
-        endpoint=env["S3_ENDPOINT"],
-        access_key=env["S3_ACCESS_KEY"],
-        secret_key=env["S3_SECRET_KEY"],
-        bucket=env["S3_BUCKET"],
-        region=env["S3_REGION"],
-    )
 
 
 @pytest.fixture(scope="module", params=["fs", "s3"])
@@ -79,22 +72,13 @@ async def tus(
         "CHUNKED_UPLOAD_MAX_BYTES": str(64 * MIB),
         "MQ_PREFIX": topology.prefix,
     }
-    if request.param == "fs":
-        env |= {"STORAGE_BACKEND": "fs", "CHUNKED_UPLOAD_PART_BYTES": str(64 * 1024)}
-    else:
-        env |= {
-            "STORAGE_BACKEND": "s3",
-            "S3_ENDPOINT": request.getfixturevalue("moto_endpoint"),
-            "S3_ACCESS_KEY": "testing",
-            "S3_SECRET_KEY": "testing",
-            "S3_BUCKET": f"vsp-tus-{uuid.uuid4().hex[:8]}",
-            "S3_REGION": "us-east-1",
-        }
+    moto = request.getfixturevalue("moto_endpoint") if request.param == "s3" else None
+    env |= tus_storage(request.param, moto)
     manager = Processes(test_root / "logs" / f"tus-{request.param}", test_env)
     try:
         proc = manager.service("chunked_upload", env=env)
         full_env = {**test_env, **env}
-        yield Tus(request.param, proc.url or "", full_env, _store(full_env))
+        yield Tus(request.param, proc.url or "", full_env, env_store(full_env), proc)
     finally:
         manager.stop_all()
         await delete_topology(res.need_broker().connection, topology)
@@ -133,13 +117,6 @@ def patch(url: str, offset: int, data: bytes, **headers: str) -> httpx.Response:
     return httpx.patch(
         url, content=data, headers={**PATCH, "Upload-Offset": str(offset), **headers}, timeout=60
     )
-
-
-async def stored_sha256(store: ObjectStore, video_id: str) -> str:
-    digest = hashlib.sha256()
-    async for chunk in store.get_stream(f"videos/{video_id}/source"):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 async def leftovers(tus: Tus, upload_id: str) -> list[str]:
@@ -233,11 +210,13 @@ async def test_tuspy_killed_then_resumed_is_byte_exact(
     assert start_offset == reached > 0  # resumed at the server's offset, not from zero
     url = lines(second.stdout, "done")[0]
     video_id = url.rstrip("/").rsplit("/", 1)[1]
-    assert await stored_sha256(tus.store, video_id) == sha256_file(big_media)
+    assert await source_sha256(tus.store, video_id) == sha256_file(big_media)
     video = request("GET", f"{tus.url}/api/videos/{video_id}").json()
     assert video["state"] == "queued" and video["sha256"] == sha256_file(big_media)
     assert video["title"] == "tuspy upload" and video["filename"] == big_media.name
     assert await leftovers(tus, video_id) == []
+    # Every byte reached this one process: its sha-256 was kept as the bytes were stored.
+    assert f"upload {video_id}: sha-256 read back" not in tus.proc.log()
 
 
 async def test_tus_js_client_killed_then_resumed_is_byte_exact(
@@ -265,7 +244,7 @@ async def test_tus_js_client_killed_then_resumed_is_byte_exact(
     assert lines(second.stdout, "resuming")[0] == url
     assert int(lines(second.stdout, "offset")[0]) > reached  # continued, did not restart
     video_id = lines(second.stdout, "done")[0].rstrip("/").rsplit("/", 1)[1]
-    assert await stored_sha256(tus.store, video_id) == sha256_file(big_media)
+    assert await source_sha256(tus.store, video_id) == sha256_file(big_media)
 
 
 async def test_four_parallel_partial_uploads_concatenate_byte_exact(
@@ -291,7 +270,7 @@ async def test_four_parallel_partial_uploads_concatenate_byte_exact(
     assert len(partial_urls) == 4
     assert int(final.headers["upload-offset"]) == big_media.stat().st_size
     video_id = final_url.rstrip("/").rsplit("/", 1)[1]
-    assert await stored_sha256(tus.store, video_id) == sha256_file(big_media)
+    assert await source_sha256(tus.store, video_id) == sha256_file(big_media)
     # The partial uploads were consumed: their rows and bytes are gone.
     for partial in partial_urls:
         assert head(f"{tus.url}{partial}").status_code == 404
@@ -439,7 +418,7 @@ async def test_concurrent_patch_is_refused_and_never_corrupts(
         release.set()
         assert (await first).status_code == 204
     video_id = url.rsplit("/", 1)[1]
-    assert await stored_sha256(tus.store, video_id) == hashlib.sha256(data).hexdigest()
+    assert await source_sha256(tus.store, video_id) == hashlib.sha256(data).hexdigest()
 
 
 async def test_not_media_is_rejected_and_leaves_nothing(tus: Tus, res: Resources) -> None:
@@ -449,7 +428,10 @@ async def test_not_media_is_rejected_and_leaves_nothing(tus: Tus, res: Resources
     assert patch(url, 0, junk[:150_000]).status_code == 204
     last = patch(url, 150_000, junk[150_000:])
     assert last.status_code == 400 and last.json()["error"] == "not_media"
-    assert head(url).status_code == 404
+    # The upload is failed for good: its bytes are gone and it says so until it expires.
+    assert head(url).status_code == 410
+    refused = patch(url, 200_000, b"")
+    assert refused.status_code == 410 and "refused" in refused.json()["detail"]
     assert await leftovers(tus, upload_id) == []
     assert not await tus.store.exists(f"videos/{upload_id}/source")
     async with res.need_db().session() as session:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from tests.support.paths import ROOT
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
 from tests.support.processes import VSP, Processes
+from tests.support.upload import source_sha256
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -62,13 +62,6 @@ def server_offset(url: str) -> int:
     return int(response.headers["upload-offset"]) if response.status_code == 200 else -1
 
 
-async def stored_sha256(res: Resources, video_id: str) -> str:
-    digest = hashlib.sha256()
-    async for chunk in res.need_store().get_stream(f"videos/{video_id}/source"):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[dict, str]:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
@@ -98,7 +91,7 @@ async def test_cli_killed_mid_upload_resumes(
     video, out = finish(second)
     assert video["id"] == url.rsplit("/", 1)[1]  # the same upload went on
     assert "resuming" in out
-    assert await stored_sha256(res, video["id"]) == sha256_file(source)
+    assert await source_sha256(res.need_store(), video["id"]) == sha256_file(source)
     assert video["sha256"] == sha256_file(source) and video["state"] in (
         "queued",
         "transcoding",
@@ -135,7 +128,7 @@ async def test_server_killed_mid_upload_then_restarted(
     procs.service("chunked_upload", port=port, env=env)
     video, _ = finish(upload)
     assert video["id"] == url.rsplit("/", 1)[1]
-    assert await stored_sha256(res, video["id"]) == sha256_file(source)
+    assert await source_sha256(res.need_store(), video["id"]) == sha256_file(source)
 
 
 async def test_cli_parallel_partial_uploads(
@@ -162,4 +155,4 @@ async def test_cli_parallel_partial_uploads(
     assert video["title"] == "four parts" and video["size_bytes"] == source.stat().st_size
     head = await asyncio.to_thread(httpx.head, f"{service.url}/files/{video['id']}", headers=TUS)
     assert len(head.headers["upload-concat"].split(";", 1)[1].split()) == 4
-    assert await stored_sha256(res, video["id"]) == sha256_file(source)
+    assert await source_sha256(res.need_store(), video["id"]) == sha256_file(source)

@@ -1,61 +1,29 @@
-"""`vsp up` (what `make up` runs) brings the whole suite up, plays a demo, and stops cleanly."""
+"""`vsp up` (what `make up` runs) brings the whole suite up, plays a demo, restarts a child that
+dies, and stops cleanly."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 
-from services.cli.up import SuiteSettings
-from tests.support.paths import ROOT
-from tests.support.ports import free_port
-
-
-def _port_env() -> dict[str, str]:
-    """A free port for every port setting of the suite, so a running suite is not disturbed."""
-    env = {}
-    for name, field in SuiteSettings.model_fields.items():
-        if name.endswith("_port"):
-            env[name.upper()] = str(free_port())
-        elif name.endswith("_ports"):
-            count = len(field.default)
-            env[name.upper()] = json.dumps([free_port() for _ in range(count)])
-    return env
+from tests.support.polling import wait_for
+from tests.support.vsp_up import VspUp, suite_env
 
 
 def test_vsp_up_prints_a_playable_signed_url(test_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**test_env, **_port_env(), "PYTHONUNBUFFERED": "1", "STORAGE_ROOT": str(tmp_path / "o")}
+    env = {**test_env, **suite_env(), "STORAGE_ROOT": str(tmp_path / "o")}
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "up", "--run-dir", str(tmp_path / "run")],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output: list[str] = []
-    url = None
+    suite = VspUp.start(env, tmp_path / "run")
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            match = re.match(r"Signed master URL: (\S+)", line)
-            if match:
-                url = match.group(1)
-                break
-            if time.monotonic() - started > 120:
-                break
+        url = suite.wait_line(r"Signed master URL: (\S+)", timeout=120)[1]
         elapsed = time.monotonic() - started
-        assert url, "".join(output)
         assert elapsed < 120, f"took {elapsed:.0f} s"
         decoded = subprocess.run(
             ["ffmpeg", "-v", "error", "-i", url, "-map", "0", "-f", "null", "-"],
@@ -64,15 +32,58 @@ def test_vsp_up_prints_a_playable_signed_url(test_env: dict[str, str], tmp_path:
             timeout=120,
         )
         assert decoded.returncode == 0, decoded.stderr
-        children = psutil.Process(proc.pid).children(recursive=True)
+        children = psutil.Process(suite.popen.pid).children(recursive=True)
         assert len(children) >= 4
     finally:
-        os.killpg(proc.pid, signal.SIGINT) if proc.poll() is None else None
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        returncode = suite.stop()
     _gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"still running after Ctrl-C: {alive}"
-    assert proc.returncode == 0
+    assert returncode == 0
+
+
+def test_a_child_that_dies_is_restarted_and_the_others_keep_running(
+    test_env: dict[str, str], tmp_path: Path
+) -> None:
+    ports = suite_env()
+    edge_url = f"http://127.0.0.1:{json.loads(ports['EDGE_PORTS'])[0]}"
+    env = {**test_env, **ports, "STORAGE_ROOT": str(tmp_path / "o")}
+    suite = VspUp.start(env, tmp_path / "run", "--no-demo")
+    try:
+        suite.wait_line(r"running; ", timeout=90)
+        before = suite.pids()
+        victims = {"edge-1", "worker-pull"}
+        assert victims <= set(before), suite.output()
+        # A crash: the child and every process it forked, with no chance to clean up.
+        for name in victims:
+            os.killpg(before[name], signal.SIGKILL)
+        for name in victims:
+            exited = suite.wait_line(
+                rf"{name} \(pid {before[name]}\) exited with signal SIGKILL; "
+                r"restarting it in ([\d.]+) s, at \d\d:\d\d:\d\d",
+                timeout=15,
+            )
+            assert float(exited[1]) == 1
+            suite.wait_line(rf"{name} restarted \(pid (\d+)\)", timeout=15)
+        after = suite.pids()
+        assert all(after[name] != before[name] for name in victims)
+        wait_for(
+            lambda: _answers(f"{edge_url}/readyz"), timeout=45, what="the new edge-1 to be ready"
+        )
+        for name, pid in before.items():
+            if name not in victims:
+                assert after[name] == pid, f"{name} was restarted too:\n{suite.output()}"
+                assert psutil.pid_exists(pid), f"{name} is gone:\n{suite.output()}"
+        assert suite.popen.poll() is None
+        children = psutil.Process(suite.popen.pid).children(recursive=True)
+    finally:
+        returncode = suite.stop()
+    _gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"still running after Ctrl-C: {alive}"
+    assert returncode == 0, suite.output()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

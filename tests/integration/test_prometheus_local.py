@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.cli.up import SuiteSettings, _start_prometheus
+from services.cli.supervisor import start
+from services.cli.up import SuiteSettings, _prometheus_child
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
 from tests.support.processes import wait_http
@@ -23,7 +25,10 @@ def test_vsp_up_prometheus_scrapes_the_suite_ports(tmp_path: Path) -> None:
         worker_metrics_port=free_port(),
     )
     (tmp_path / "logs").mkdir()
-    proc = _start_prometheus(settings, tmp_path)
+    child = _prometheus_child(settings, tmp_path)
+    assert child is not None
+    start(child, dict(os.environ))
+    proc = child.proc
     assert proc is not None
     try:
         url = f"http://127.0.0.1:{settings.prometheus_port}"
@@ -59,5 +64,5 @@ def test_without_prometheus_the_suite_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert _start_prometheus(SuiteSettings(), tmp_path) is None
+    assert _prometheus_child(SuiteSettings(), tmp_path) is None
     assert "apt-get install prometheus" in capsys.readouterr().out

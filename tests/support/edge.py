@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+import httpx
+
 from tests.support.metrics import metric, samples
+from tests.support.origin import SeededVideo
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
 from tests.support.processes import Proc, Processes
+from tests.support.signing import tokened
 
 ADMIN_TOKEN = "edge-admin-token-for-tests"
 PREFETCH_ENDS = ("stored", "not_found", "error")
@@ -74,3 +79,33 @@ def disk_usage(root: Path) -> tuple[int, int]:
             blocks += stat.st_blocks * 512
             apparent += stat.st_size
     return blocks, apparent
+
+
+def cached_files(cache_dir: Path, keys: list[str]) -> list[str]:
+    """The keys among ``keys`` the edge holds on disk (its files are named by key hash)."""
+    names = {k: hashlib.sha256(k.encode()).hexdigest() for k in keys}
+    return [k for k in keys if (cache_dir / f"{names[k]}.body").exists()]
+
+
+def media_keys(video: SeededVideo) -> list[str]:
+    """The video's objects an edge stores (playlists of a seeded video are private)."""
+    return [key for key in video.files if not key.endswith(".m3u8")]
+
+
+async def play(edge: Proc, video: SeededVideo) -> set[str]:
+    """The video's init segments, segments and poster through the edge; the X-Cache answers."""
+    results = set()
+    async with httpx.AsyncClient(timeout=30) as client:
+        for key in media_keys(video):
+            response = await client.get(tokened(edge.url, key, f"{video.prefix}hls/"))
+            assert response.status_code == 200, (key, response.text)
+            results.add(response.headers["x-cache"])
+    return results
+
+
+async def delete_video(origin: Proc, video: SeededVideo, admin_token: str) -> httpx.Response:
+    """The origin's DELETE /api/videos/{id}, as an operator sends it."""
+    async with httpx.AsyncClient(base_url=origin.url, timeout=60) as client:
+        return await client.delete(
+            f"/api/videos/{video.id}", headers={"Authorization": f"Bearer {admin_token}"}
+        )

@@ -62,6 +62,14 @@ class Proc:
         """SIGKILL to the process and every worker it forked, as a crash would."""
         self._kill_group()
 
+    def pause(self) -> None:
+        """SIGSTOP to the process and its workers: a process frozen mid-work (a stalled VM)."""
+        os.killpg(self.popen.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``: the process carries on as if no time had passed."""
+        os.killpg(self.popen.pid, signal.SIGCONT)
+
     def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)

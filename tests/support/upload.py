@@ -4,13 +4,15 @@ tus-js-client (under tests/node) and tuspy are the clients. ``python -m tests.su
 ENDPOINT FILE STORE`` uploads with tuspy chunk by chunk, as a process of its own that a test may
 watch die half-way. ``own_service`` starts an upload service whose Redis keys and queued jobs
 are its own, so that what its requests leave behind can be counted while other test runs share
-the machine's Redis; ``send_raw`` sends bytes no HTTP client would.
+the machine's Redis; ``send_raw`` sends bytes no HTTP client would. ``tus_storage`` and
+``env_store`` put a tus service on either storage backend and read what it stored.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import random
 import shutil
@@ -28,12 +30,18 @@ import httpx
 
 from shared.core.settings import BaseServiceSettings
 from shared.runtime.resources import Resources, close_resources, open_resources
+from shared.storage.base import ObjectStore
+from shared.storage.filesystem import FilesystemStore
+from shared.storage.s3 import S3Store
 from tests.support.infra import private_queues
 from tests.support.media import MIB
 from tests.support.paths import ROOT
 from tests.support.processes import Processes
 
 NODE_DIR = ROOT / "tests" / "node"
+# The headers every tus request carries, and those of a PATCH.
+TUS = {"Tus-Resumable": "1.0.0"}
+PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
 
 
 def ensure_node_clients() -> Path:
@@ -87,6 +95,49 @@ def own_service(
             yield OwnService(proc.url, service_env)
         finally:
             manager.stop_all()
+
+
+def tus_storage(backend: str, moto_endpoint: str | None = None) -> dict[str, str]:
+    """Environment putting a chunked_upload service on ``backend``: small parts on ``fs`` (so
+    that a few MiB make many), a bucket of its own and 5 MiB parts on ``s3`` (moto's server)."""
+    if backend == "fs":
+        return {"STORAGE_BACKEND": "fs", "CHUNKED_UPLOAD_PART_BYTES": str(64 * 1024)}
+    assert moto_endpoint is not None, "S3 needs the moto_endpoint fixture"
+    return {
+        "STORAGE_BACKEND": "s3",
+        "CHUNKED_UPLOAD_PART_BYTES": str(5 * MIB),  # S3's least
+        "S3_ENDPOINT": moto_endpoint,
+        "S3_ACCESS_KEY": "testing",
+        "S3_SECRET_KEY": "testing",
+        "S3_BUCKET": f"vsp-tus-{uuid.uuid4().hex[:8]}",
+        "S3_REGION": "us-east-1",
+    }
+
+
+def env_store(env: dict[str, str]) -> ObjectStore:
+    """The object store a service with environment ``env`` writes to."""
+    if env["STORAGE_BACKEND"] == "fs":
+        return FilesystemStore(Path(env["STORAGE_ROOT"]))
+    return S3Store(
+        endpoint=env["S3_ENDPOINT"],
+        access_key=env["S3_ACCESS_KEY"],
+        secret_key=env["S3_SECRET_KEY"],
+        bucket=env["S3_BUCKET"],
+        region=env["S3_REGION"],
+    )
+
+
+def part_bytes(env: dict[str, str]) -> int:
+    """The storage part size of a service started with ``tus_storage``'s environment."""
+    return int(env["CHUNKED_UPLOAD_PART_BYTES"])
+
+
+async def source_sha256(store: ObjectStore, video_id: str) -> str:
+    """The sha-256 of a video's stored source, read back from the store."""
+    digest = hashlib.sha256()
+    async for chunk in store.get_stream(f"videos/{video_id}/source"):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def send_raw(url: str, request: bytes, timeout: float = 5) -> httpx.Response:

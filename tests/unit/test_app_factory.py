@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import httpx
 import pytest
 from fastapi import APIRouter
@@ -10,7 +13,7 @@ from redis.asyncio import Redis
 from shared.core.errors import Conflict, NotFound
 from shared.core.settings import BaseServiceSettings
 from shared.http.app import create_app
-from shared.runtime.resources import Resources, readiness
+from shared.runtime.resources import Resources, readiness, redis_from_settings
 
 router = APIRouter()
 
@@ -23,6 +26,8 @@ async def thing(thing_id: int) -> dict[str, int]:
         raise Conflict("busy")
     if thing_id == 500:
         raise RuntimeError("boom")
+    if thing_id == 503:
+        raise ConnectionRefusedError("the database at db:5432 refused the connection")
     return {"id": thing_id}
 
 
@@ -57,6 +62,13 @@ async def test_unexpected_error_is_a_json_500(client: httpx.AsyncClient) -> None
     assert r.json() == {"error": "internal_error", "detail": "an unexpected error occurred"}
 
 
+async def test_a_lost_dependency_is_a_503_with_retry_after(client: httpx.AsyncClient) -> None:
+    r = await client.get("/things/503")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"] == "service_unavailable"
+    assert "db:5432" not in r.text  # the error itself goes to the log
+
+
 async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     r = await client.get("/things/1", headers={"X-Request-ID": "abc123"})
     assert r.headers["x-request-id"] == "abc123"
@@ -89,6 +101,24 @@ async def test_readiness_names_a_dependency_that_is_down_but_not_its_address(
         await redis.aclose()
     assert checks == {"redis": "down"}
     assert "redis is down" in caplog.text
+
+
+async def test_readiness_reports_a_hung_dependency_down_within_its_timeout() -> None:
+    # A peer that takes connections and never answers, as a wedged Redis would.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        settings = BaseServiceSettings(
+            redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+            redis_socket_timeout_seconds=30,
+            readiness_timeout_seconds=0.5,
+        )
+        redis = redis_from_settings(settings)
+        started = time.monotonic()
+        try:
+            checks = await readiness(Resources(settings=settings, redis=redis))
+        finally:
+            await redis.aclose()
+    assert checks == {"redis": "down"}
+    assert time.monotonic() - started < 5
 
 
 async def test_fault_admin_needs_the_bearer_token() -> None:

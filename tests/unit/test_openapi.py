@@ -14,6 +14,7 @@ from services.runtime.registry import SERVICES
 from shared.core.errors import Conflict
 from shared.core.settings import BaseServiceSettings
 from shared.http.app import create_app
+from shared.http.concurrency import Cap
 from shared.http.openapi import error_responses
 
 router = APIRouter()
@@ -68,6 +69,14 @@ def test_each_operation_declares_the_refusals_its_shape_implies() -> None:
         "422",
     }
     assert set(operations["GET /both"]["responses"]) == {"200", "400", "422"}
+
+
+def test_an_operation_under_a_concurrency_cap_declares_its_503() -> None:
+    cap = Cap("things", frozenset({"POST"}), r"/things/[^/]+", 4)
+    app = create_app(service="t", settings=BaseServiceSettings(), routers=[router], caps=[cap])
+    operations = _operations(app.openapi())
+    assert "503" in operations["POST /things/{thing_id}"]["responses"]
+    assert "503" not in operations["GET /both"]["responses"]
 
 
 def test_operation_ids_are_unique() -> None:

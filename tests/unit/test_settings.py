@@ -1,10 +1,11 @@
-"""Settings refuse unsafe secrets."""
+"""Settings refuse unsafe secrets, and fault injection in production."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
+from services.chunked_upload.settings import Settings as ChunkedUploadSettings
 from shared.core.settings import DEV_SIGNING_SECRET, BaseServiceSettings
 
 
@@ -27,3 +28,10 @@ def test_previous_keys_still_verify() -> None:
         signing_previous_keys={"k1": "old-secret-0123456789"},
     )
     assert s.signing_keys == {"k1": "old-secret-0123456789", "k2": "new-secret-0123456789"}
+
+
+def test_fault_injection_refused_in_production() -> None:
+    stall = {"chunked_upload_fault_stall_at": "assembled", "signing_secret": "x" * 32}
+    with pytest.raises(ValidationError, match="CHUNKED_UPLOAD_FAULT_STALL_AT"):
+        ChunkedUploadSettings(environment="production", **stall)
+    assert ChunkedUploadSettings(environment="test", **stall).chunked_upload_fault_stall_at
