@@ -23,6 +23,14 @@ DELIVERY_URL = os.environ.get("VSP_DELIVERY_URL", ports.local_url(ports.HAPROXY)
 # Path tokens let the edges cache one copy of each object for every viewer; "query" signs each
 # URL for one viewer, as the streaming gateway did.
 SIGNING_MODE = os.environ.get("VSP_SIGNING_MODE", "token")
+# The account uploaders act for: an API key (``vsp keys create``), sent as a bearer token.
+API_KEY = os.environ.get("VSP_API_KEY", "")
+
+
+def auth_headers() -> dict[str, str]:
+    """The ``Authorization`` header of the uploaders' account (none without VSP_API_KEY)."""
+    return {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
+
 
 _videos: list[str] = []
 _lock = threading.Lock()

@@ -173,7 +173,7 @@ def _clip() -> bytes:
 
 
 class StreamUploader(FastHttpUser):
-    """Streams a whole file in one request to the upload service."""
+    """Streams a whole file in one request to the upload service, as VSP_API_KEY's account."""
 
     host = common.UPLOAD_URL
     wait_time = between(1, 3)
@@ -184,12 +184,13 @@ class StreamUploader(FastHttpUser):
             "/api/videos?title=load",
             data=_clip(),
             name="PUT /api/videos",
-            headers={"Content-Type": "application/octet-stream"},
+            headers={**common.auth_headers(), "Content-Type": "application/octet-stream"},
         )
 
 
 class TusUploader(FastHttpUser):
-    """Creates a tus upload, sends half, pauses, asks the offset back and resumes."""
+    """Creates a tus upload, sends half, pauses, asks the offset back and resumes (as
+    VSP_API_KEY's account)."""
 
     host = common.TUS_URL
     wait_time = between(1, 3)
@@ -202,6 +203,7 @@ class TusUploader(FastHttpUser):
             "",
             name="tus create",
             headers={
+                **common.auth_headers(),
                 "Tus-Resumable": "1.0.0",
                 "Upload-Length": str(len(data)),
                 "Upload-Metadata": meta,
@@ -214,6 +216,7 @@ class TusUploader(FastHttpUser):
         location = urljoin(self.host or "", location)
         half = len(data) // 2
         patch_headers = {
+            **common.auth_headers(),
             "Tus-Resumable": "1.0.0",
             "Content-Type": "application/offset+octet-stream",
         }
@@ -224,7 +227,9 @@ class TusUploader(FastHttpUser):
             headers={**patch_headers, "Upload-Offset": "0"},
         )
         gevent.sleep(random.uniform(0.2, 1.0))  # the uploader pauses, then resumes
-        head = self.client.head(location, name="tus head", headers={"Tus-Resumable": "1.0.0"})
+        head = self.client.head(
+            location, name="tus head", headers={**common.auth_headers(), "Tus-Resumable": "1.0.0"}
+        )
         offset = int(head.headers.get("Upload-Offset", "0"))
         self.client.patch(
             location,

@@ -26,6 +26,7 @@ import pytest
 from shared.core.settings import BaseServiceSettings
 from shared.db.migrate import upgrade
 from shared.runtime.resources import Resources, close_resources, open_resources
+from tests.support.accounts import Account, create_account
 from tests.support.infra import (
     AMQP_URL,
     PrivatePostgres,
@@ -74,6 +75,9 @@ def test_env() -> Iterator[dict[str, str]]:
         "STORAGE_BACKEND": "fs",
         "STORAGE_ROOT": str(root / "objects"),
         "SIGNING_SECRET": "test-signing-secret-0123456789",
+        # Every test client signs in from 127.0.0.1, and the fuzzer fails sign-ins by the
+        # hundred: the per-address limit is proved by tests/e2e/test_accounts.py alone.
+        "ORIGIN_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000000",
         "LOG_LEVEL": "INFO",
         "VSP_TEST_ROOT": str(root),
         # Spawned services reuse compiled bytecode instead of recompiling every import.
@@ -98,6 +102,18 @@ def settings(test_env: dict[str, str]) -> BaseServiceSettings:
     # Synchronous tests block the session's event loop for minutes; without heartbeats the
     # broker does not drop the in-process connection meanwhile. Spawned processes keep theirs.
     return BaseServiceSettings(amqp_heartbeat_seconds=0)
+
+
+@pytest.fixture(scope="session")
+def account(test_env: dict[str, str]) -> Account:
+    """An uploader account of the session; ``account.headers`` authenticate as it."""
+    return create_account(test_env)
+
+
+@pytest.fixture(scope="session")
+def admin_account(test_env: dict[str, str]) -> Account:
+    """An admin account of the session."""
+    return create_account(test_env, role="admin")
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def uploads_of(requests: list[dict[str, Any]], length: int) -> list[Upload]:
             found.append(upload)
         elif name == "tus create":
             upload_id = _tus_id(r.get("location")) if r["ok"] else None
-            upload = Upload("tus", r["t"], upload_id)
+            upload = Upload("tus", r["t"], upload_id, video_id=r.get("video_id"))
             found.append(upload)
             if upload_id:
                 tus[upload_id] = upload
@@ -158,8 +158,8 @@ def resolve(database_url: str, uploads: list[Upload]) -> None:
     videos_of_tus = {str(r["id"]): str(r["video_id"]) for r in rows if r["video_id"]}
     for upload in uploads:
         if upload.kind == "tus" and upload.key:
-            # A finished tus upload's video has the upload's id, also once its row is gone.
-            upload.video_id = videos_of_tus.get(upload.key, upload.key)
+            # Its creation named the video (Video-Id), which outlives the upload's row.
+            upload.video_id = videos_of_tus.get(upload.key, upload.video_id)
 
 
 def settle(database_url: str, uploads: list[Upload]) -> None:

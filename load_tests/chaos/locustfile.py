@@ -43,6 +43,8 @@ def _answer(name: str, response: Any) -> dict[str, Any]:
         "location": headers.get("Location"),
         "offset": headers.get("Upload-Offset"),
     }
+    if name == "tus create":
+        found["video_id"] = headers.get("Video-Id")
     if name == "PUT /api/videos" and getattr(response, "status_code", 0) == 201:
         try:
             found["video_id"] = json.loads(response.text)["id"]

@@ -115,7 +115,9 @@ def start_suite(run_dir: Path) -> Suite:
     return Suite(up, env, f"vsp_{tag}", tag)
 
 
-def start_load(suite: Suite, run_dir: Path, viewers: int, video_id: str) -> subprocess.Popen[bytes]:
+def start_load(
+    suite: Suite, run_dir: Path, viewers: int, video_id: str, api_key: str
+) -> subprocess.Popen[bytes]:
     """Locust, headless, bounded by the run's budget, writing down every request."""
     clip = synthetic_clip(run_dir / "media" / "upload.mp4", seconds=2, size="320x240", rate=15)
     env = {
@@ -125,6 +127,7 @@ def start_load(suite: Suite, run_dir: Path, viewers: int, video_id: str) -> subp
         "VSP_CHAOS_VIEWERS": str(viewers),
         "VSP_UPLOAD_FILE": str(clip),
         "VSP_VIDEO_IDS": video_id,
+        "VSP_API_KEY": api_key,  # the uploaders act for the demo uploader
         # Players that keep a few seconds ahead, so viewers watch at the pace of playback.
         "VSP_MAX_BUFFER_SECONDS": "4",
         "VSP_RESULTS_DIR": str(run_dir / "results"),
@@ -283,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         suite = start_suite(run_dir)
         video_id = suite.up.wait_line(r"demo video (\S+) is ready", timeout=300)[1]
-        load = start_load(suite, run_dir, args.viewers, video_id)
+        api_key = suite.up.wait_line(r"export VSP_API_KEY=(\S+)", timeout=60)[1]
+        load = start_load(suite, run_dir, args.viewers, video_id, api_key)
         # The last fault starts early enough for the drain and the accounting to fit.
         deadline = started + BUDGET_MINUTES * 60 - args.drain_seconds - 60
         rows = apply_faults(suite, plan, args, deadline)

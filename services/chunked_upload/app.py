@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.chunked_upload.limits import RequestHeadLimits
 from services.chunked_upload.page import page_router
-from services.chunked_upload.routes import BASE_PATH
+from services.chunked_upload.routes import BASE_PATH, VIDEO_ID_HEADER
 from services.chunked_upload.routes import router as tus_router
 from services.chunked_upload.service import UploadLimits
 from services.chunked_upload.settings import Settings
@@ -50,6 +50,7 @@ CORS_EXPOSE_HEADERS = [
     "Upload-Defer-Length",
     "Upload-Concat",
     "Upload-Expires",
+    VIDEO_ID_HEADER,
     "X-Request-ID",
 ]
 

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # How long a HEAD waits for the attempt it started before answering 423.
 HEAD_WAIT_SECONDS = 2.0
-_VIDEO_KEYS = ("title", "description", "tags", "filename")
+_VIDEO_KEYS = ("title", "description", "tags", "filename", "privacy")
 
 
 class _Unfinishable(Exception):
@@ -54,7 +54,8 @@ class _Unfinishable(Exception):
 
 
 def source_metadata(metadata: dict[str, str]) -> SourceMetadata:
-    """Video metadata from tus Upload-Metadata (filename or name, title, description, tags).
+    """Video metadata from tus Upload-Metadata (filename or name, title, description, tags,
+    privacy).
 
     Every other value is kept with the upload (HEAD reports it), so it is checked too.
     """
@@ -66,6 +67,7 @@ def source_metadata(metadata: dict[str, str]) -> SourceMetadata:
         description=metadata.get("description", ""),
         tags=metadata.get("tags", ""),
         filename=metadata.get("filename") or metadata.get("name") or "",
+        privacy=metadata.get("privacy", ""),
     ).checked()
 
 
@@ -90,7 +92,8 @@ async def finalize(res: Resources, limits: UploadLimits, upload: Upload, writer:
         raise
     except _Unfinishable as exc:
         await _fail(res, upload, writer, str(exc))
-        await reject_progress(res, upload.id, str(exc))
+        if upload.video_id is not None:
+            await reject_progress(res, upload.video_id, str(exc))
         raise Gone(str(exc)) from None
     except LeaseLost:
         raise
@@ -135,13 +138,15 @@ async def _finish(res: Resources, limits: UploadLimits, upload: Upload, writer: 
             await complete(session)
         return
     store = res.need_store()
+    assert upload.video_id is not None  # every upload but a partial one becomes a video
     await finalize_source(
         res,
-        video_id=upload.id,
+        video_id=upload.video_id,
         key=upload.storage_key,
         size=upload.offset,
         sha256=sha256 or await _sha256_of(store, upload),
         meta=source_metadata(upload.upload_metadata or {}),
+        owner_id=upload.owner_id,
         keep_on_error=True,
         in_transaction=complete,
     )
@@ -252,8 +257,10 @@ async def discard(res: Resources, uploads: list[Upload]) -> None:
         DIGESTS.forget(upload.id)
     async with res.need_db().session() as session:
         await UploadRepository(session).remove([u.id for u in uploads])
-    if res.redis is not None and uploads:
-        await res.redis.delete(*[progress.progress_key(u.id) for u in uploads])
+    if res.redis is not None:
+        videos = [u.video_id for u in uploads if u.video_id is not None]
+        if videos:
+            await res.redis.delete(*[progress.progress_key(video_id) for video_id in videos])
 
 
 async def finish_upload(res: Resources, limits: UploadLimits, upload_id: uuid.UUID) -> Upload:

@@ -29,10 +29,13 @@ from services.chunked_upload.tus import (
 from shared.core.errors import BadRequest, UnsupportedMediaType
 from shared.db.models import Upload
 from shared.http.app import resources
+from shared.http.auth import RequiredPrincipal
 from shared.http.openapi import error_responses
 from shared.runtime.resources import Resources
 
 BASE_PATH = "/files"
+# The id of the video an upload becomes (not the upload's: that one stays its owner's secret).
+VIDEO_ID_HEADER = "Video-Id"
 
 # The protocol's refusals (tus 1.0.0 and its extensions), on top of those every route declares.
 router = APIRouter(
@@ -59,9 +62,12 @@ def upload_url(upload_id: uuid.UUID) -> str:
 
 
 def _offset_headers(upload: Upload) -> dict[str, str]:
+    """Upload-Offset and Upload-Expires, and the id of the video the upload becomes."""
     headers = {"Upload-Offset": str(upload.offset)}
     if upload.state == service.ACTIVE:
         headers["Upload-Expires"] = http_date(upload.expires_at)
+    if upload.video_id is not None:
+        headers[VIDEO_ID_HEADER] = str(upload.video_id)
     return headers
 
 
@@ -102,7 +108,9 @@ async def capabilities(limits: Limits) -> Response:
 
 @router.api_route("", methods=["POST"], include_in_schema=False)
 @router.api_route("/", methods=["POST"], status_code=201)
-async def create(request: Request, res: Res, limits: Limits, tus: TusResumable = None) -> Response:
+async def create(
+    request: Request, res: Res, limits: Limits, owner: RequiredPrincipal, tus: TusResumable = None
+) -> Response:
     """Creation (with upload, deferred length) and the final upload of a concatenation."""
     check_version(tus)
     # Every header is parsed before anything is recorded: a refusal leaves nothing behind.
@@ -126,7 +134,7 @@ async def create(request: Request, res: Res, limits: Limits, tus: TusResumable =
     if concat is not None and concat.kind == "final":
         if length is not None or defer is not None or carries_body:
             raise BadRequest("a final upload takes no Upload-Length and no body")
-        upload = await service.concatenate(res, limits, concat.partials, metadata)
+        upload = await service.concatenate(res, limits, concat.partials, metadata, owner)
     else:
         upload = await service.create_upload(
             res,
@@ -135,6 +143,7 @@ async def create(request: Request, res: Res, limits: Limits, tus: TusResumable =
             defer_length=defer is not None,
             metadata=metadata,
             concat=concat,
+            owner=owner,
         )
         if carries_body:
             upload = await service.append(
@@ -144,6 +153,7 @@ async def create(request: Request, res: Res, limits: Limits, tus: TusResumable =
                 offset=0,
                 body=_body(request),
                 checksum=checksum,
+                owner=owner,
                 declared_bytes=declared_bytes,
             )
     return Response(
@@ -154,11 +164,16 @@ async def create(request: Request, res: Res, limits: Limits, tus: TusResumable =
 
 @router.head("/{upload_id}")
 async def head(
-    upload_id: uuid.UUID, res: Res, limits: Limits, tus: TusResumable = None
+    upload_id: uuid.UUID,
+    res: Res,
+    limits: Limits,
+    owner: RequiredPrincipal,
+    tus: TusResumable = None,
 ) -> Response:
-    """The upload's offset, length, metadata and expiry; 423 while it is being made a video."""
+    """The upload's offset, length, metadata, expiry and video id; 423 while it is being made a
+    video."""
     check_version(tus)
-    upload = await service.head_upload(res, limits, upload_id)
+    upload = await service.head_upload(res, limits, upload_id, owner)
     headers = {"Cache-Control": "no-store", **_offset_headers(upload)}
     if upload.length is None:
         headers["Upload-Defer-Length"] = "1"
@@ -174,7 +189,12 @@ async def head(
 
 @router.patch("/{upload_id}", status_code=204)
 async def patch(
-    upload_id: uuid.UUID, request: Request, res: Res, limits: Limits, tus: TusResumable = None
+    upload_id: uuid.UUID,
+    request: Request,
+    res: Res,
+    limits: Limits,
+    owner: RequiredPrincipal,
+    tus: TusResumable = None,
 ) -> Response:
     """Append the body at Upload-Offset (checksum verified when sent)."""
     check_version(tus)
@@ -194,6 +214,7 @@ async def patch(
         offset=offset,
         body=_body(request),
         checksum=checksum,
+        owner=owner,
         length=length,
         declared_bytes=declared_bytes,
     )
@@ -202,9 +223,13 @@ async def patch(
 
 @router.delete("/{upload_id}", status_code=204)
 async def delete(
-    upload_id: uuid.UUID, res: Res, limits: Limits, tus: TusResumable = None
+    upload_id: uuid.UUID,
+    res: Res,
+    limits: Limits,
+    owner: RequiredPrincipal,
+    tus: TusResumable = None,
 ) -> Response:
     """Termination: the upload and its stored bytes are removed."""
     check_version(tus)
-    await service.terminate(res, limits, upload_id)
+    await service.terminate(res, limits, upload_id, owner)
     return Response(status_code=204)

@@ -1,7 +1,10 @@
 """tus use cases: create, append, terminate, concatenate, expire; finished uploads are finalized.
 
-A (non-partial) upload's id is also the id of the video it becomes, so its progress is visible at
-``/api/videos/{id}/events`` from the first byte. How an upload that holds every byte becomes a
+Every upload belongs to the account that created it: only that account or an admin may read,
+append to, terminate or concatenate it (403 otherwise). A (non-partial) upload is told the id
+of the video it becomes when it is created (``Video-Id``), so its progress is visible at
+``/api/videos/{id}/events`` from the first byte; the two ids are drawn independently, so a
+video's public id never reveals the upload's URL. How an upload that holds every byte becomes a
 video, and why HEAD answers 423 meanwhile, is ``finalize``'s story.
 """
 
@@ -22,6 +25,7 @@ from services.chunked_upload.tus import Checksum, Concat
 from shared.core.errors import BadRequest, Conflict, Forbidden, Gone, Locked, PayloadTooLarge
 from shared.db.models import Upload, UploadState
 from shared.db.upload_repository import UploadRepository
+from shared.http.auth import Principal, may_manage
 from shared.runtime.resources import Resources
 from shared.videos import progress
 from shared.videos.ingest import reject_progress, source_key
@@ -52,9 +56,28 @@ async def get_upload(res: Resources, upload_id: uuid.UUID) -> Upload:
     return upload
 
 
-async def head_upload(res: Resources, limits: UploadLimits, upload_id: uuid.UUID) -> Upload:
+def _check_owner(upload: Upload, principal: Principal) -> None:
+    if not may_manage(principal, upload.owner_id):
+        raise Forbidden(f"upload {upload.id} belongs to another account")
+
+
+async def owned_upload(res: Resources, upload_id: uuid.UUID, principal: Principal) -> Upload:
+    """The upload if ``principal`` may use it: 404 when unknown, 403 for another's upload.
+
+    Checked before the upload's lock is taken, so a stranger never fences off its writer.
+    """
+    async with res.need_db().session() as session:
+        upload = await UploadRepository(session).get(upload_id)
+    _check_owner(upload, principal)
+    return upload
+
+
+async def head_upload(
+    res: Resources, limits: UploadLimits, upload_id: uuid.UUID, principal: Principal
+) -> Upload:
     """The upload for HEAD; 423 while it holds every byte but is no video yet."""
-    upload = await get_upload(res, upload_id)
+    upload = await owned_upload(res, upload_id, principal)
+    _check_usable(upload)
     if upload.state == FINALIZING:
         upload = await finalize.settled(res, limits, upload)
         _check_usable(upload)
@@ -62,11 +85,11 @@ async def head_upload(res: Resources, limits: UploadLimits, upload_id: uuid.UUID
 
 
 async def _publish(res: Resources, upload: Upload, received: int) -> None:
-    if upload.is_partial or res.redis is None:
+    if upload.video_id is None or res.redis is None:
         return
     await progress.publish(
         res.redis,
-        upload.id,
+        upload.video_id,
         stage="uploading",
         bytes_received=received,
         bytes_total=upload.length,
@@ -81,8 +104,9 @@ async def create_upload(
     defer_length: bool,
     metadata: dict[str, str],
     concat: Concat | None,
+    owner: Principal,
 ) -> Upload:
-    """Record a new upload (creation extension); nothing is stored until bytes arrive."""
+    """Record ``owner``'s new upload (creation extension); nothing is stored until bytes arrive."""
     if concat is not None and concat.kind == "final":
         raise BadRequest("use concatenate() for final uploads")
     if (length is None) == (not defer_length):
@@ -95,15 +119,17 @@ async def create_upload(
     source_metadata(metadata)  # refuse bad metadata now, not after the last byte
     upload_id = uuid.uuid4()
     partial = concat is not None and concat.kind == "partial"
+    video_id = None if partial else uuid.uuid4()
     async with res.need_db().session() as session:
         upload = UploadRepository(session).add(
             id=upload_id,
-            video_id=None if partial else upload_id,
+            video_id=video_id,
+            owner_id=owner.user_id,
             length=length,
             offset=0,
             upload_metadata=metadata,
             expires_at=datetime.now(UTC) + limits.expiry,
-            storage_key=f"uploads/{upload_id}/data" if partial else source_key(upload_id),
+            storage_key=source_key(video_id) if video_id else f"uploads/{upload_id}/data",
             parts=[],
             tail_bytes=0,
             is_partial=partial,
@@ -138,10 +164,12 @@ async def append(
     offset: int,
     body: AsyncIterable[bytes],
     checksum: Checksum | None,
+    owner: Principal,
     length: int | None = None,
     declared_bytes: int | None = None,
 ) -> Upload:
     """Write a PATCH body at ``offset`` as the upload's one writer; finalize once it is whole."""
+    await owned_upload(res, upload_id, owner)
     async with _writer_lock(res, upload_id, limits) as writer:
         async with res.need_db().session() as session:
             repo = UploadRepository(session)
@@ -203,8 +231,11 @@ def _declare_length(upload: Upload, length: int, limits: UploadLimits) -> None:
     upload.length = length
 
 
-async def terminate(res: Resources, limits: UploadLimits, upload_id: uuid.UUID) -> None:
+async def terminate(
+    res: Resources, limits: UploadLimits, upload_id: uuid.UUID, owner: Principal
+) -> None:
     """Termination extension: drop the upload and its stored bytes (a finished video stays)."""
+    await owned_upload(res, upload_id, owner)
     async with upload_lock(res.need_redis(), upload_id, limits.lock_ttl_seconds) as writer:
         async with res.need_db().session() as session:
             # Claimed, so that a writer that lost the lock cannot commit to it any more.
@@ -214,12 +245,17 @@ async def terminate(res: Resources, limits: UploadLimits, upload_id: uuid.UUID) 
 
 
 async def concatenate(
-    res: Resources, limits: UploadLimits, partial_ids: list[uuid.UUID], metadata: dict[str, str]
+    res: Resources,
+    limits: UploadLimits,
+    partial_ids: list[uuid.UUID],
+    metadata: dict[str, str],
+    owner: Principal,
 ) -> Upload:
     """Concatenation extension: join finished partial uploads, in order, into a new video.
 
-    Asking again for the same partial uploads (a client that did not hear the answer) goes on
-    with the final upload made of them the first time.
+    Every partial upload must be ``owner``'s (or ``owner`` an admin). Asking again for the same
+    partial uploads (a client that did not hear the answer) goes on with the final upload made
+    of them the first time.
     """
     source_metadata(metadata)
     names = [str(partial_id) for partial_id in partial_ids]
@@ -227,8 +263,10 @@ async def concatenate(
         repo = UploadRepository(session)
         upload = await repo.find_final(names)
         partials = [] if upload is not None else await repo.get_many(partial_ids)
+    for owned in [upload] if upload is not None else partials:
+        _check_owner(owned, owner)
     if upload is None:
-        upload = await _new_final(res, limits, partials, names, metadata)
+        upload = await _new_final(res, limits, partials, names, metadata, owner)
     _check_usable(upload)
     if upload.state == FINALIZING:
         upload = await finalize.finish_upload(res, limits, upload.id)
@@ -242,8 +280,12 @@ async def _new_final(
     partials: list[Upload],
     names: list[str],
     metadata: dict[str, str],
+    owner: Principal,
 ) -> Upload:
-    """The row of a final upload: finalizing from the start, since its bytes are all stored."""
+    """The row of a final upload: finalizing from the start, since its bytes are all stored.
+
+    It belongs to the owner of its partial uploads (an admin joining them keeps it theirs).
+    """
     for partial in partials:
         if not partial.is_partial:
             raise BadRequest(f"upload {partial.id} is not a partial upload")
@@ -257,16 +299,18 @@ async def _new_final(
             f"the partial uploads add up to {total} bytes, over the maximum of {limits.max_bytes}",
             max_bytes=limits.max_bytes,
         )
-    upload_id = uuid.uuid4()
+    upload_id, video_id = uuid.uuid4(), uuid.uuid4()
+    owners = {partial.owner_id for partial in partials}
     async with res.need_db().session() as session:
         upload = UploadRepository(session).add(
             id=upload_id,
-            video_id=upload_id,
+            video_id=video_id,
+            owner_id=owners.pop() if len(owners) == 1 else owner.user_id,
             length=total,
             offset=total,
             upload_metadata=metadata,
             expires_at=datetime.now(UTC) + limits.expiry,
-            storage_key=source_key(upload_id),
+            storage_key=source_key(video_id),
             parts=[],
             tail_bytes=0,
             partials=names,
@@ -312,5 +356,5 @@ async def _sweep(res: Resources, upload: Upload) -> None:
             await UploadRepository(session).remove([upload.id])
         return
     await discard(res, [upload])
-    if upload.state == ACTIVE and not upload.is_partial:
-        await reject_progress(res, upload.id, "the upload expired unfinished")
+    if upload.state == ACTIVE and upload.video_id is not None:
+        await reject_progress(res, upload.video_id, "the upload expired unfinished")

@@ -1,4 +1,7 @@
-"""HTTP client side of the CLI: streamed upload with a progress bar, status polling."""
+"""HTTP client side of the CLI: streamed and tus uploads with progress bars, status polling.
+
+Every call takes the account's ``Authorization`` header (``services.cli.credentials``).
+"""
 
 from __future__ import annotations
 
@@ -42,11 +45,21 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def get_json(url: str) -> dict[str, Any]:
+def request_json(
+    method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """The JSON answer of one request (an empty dict for 204); ClientError for an error."""
     try:
-        return _check(httpx.get(url, timeout=30))
+        response = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach {url}: {exc}") from None
+    if response.status_code == 204:
+        return {}
+    return _check(response)
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return request_json("GET", url, headers)
 
 
 def transfer_progress() -> Progress:
@@ -62,7 +75,13 @@ def transfer_progress() -> Progress:
 
 
 def stream_upload(
-    base: str, file: Path, *, title: str, description: str = "", tags: str = ""
+    base: str,
+    file: Path,
+    *,
+    title: str,
+    description: str = "",
+    tags: str = "",
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """PUT the file as a streamed body, showing bytes sent and speed."""
     size = file.stat().st_size
@@ -83,7 +102,11 @@ def stream_upload(
                 f"{base}/api/videos",
                 params=params,
                 content=body(),
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                headers={
+                    **(headers or {}),
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(size),
+                },
                 timeout=httpx.Timeout(600, connect=10),
             )
         except httpx.HTTPError as exc:
@@ -91,7 +114,12 @@ def stream_upload(
     return _check(response)
 
 
-def wait_ready(base: str, video_id: str, timeout_seconds: float = 1800) -> dict[str, Any]:
+def wait_ready(
+    base: str,
+    video_id: str,
+    timeout_seconds: float = 1800,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Poll the video until it is ready or failed, with a transcode progress bar."""
     deadline = time.monotonic() + timeout_seconds
     with Progress(
@@ -102,7 +130,7 @@ def wait_ready(base: str, video_id: str, timeout_seconds: float = 1800) -> dict[
     ) as bar:
         task = bar.add_task("transcoding", total=100)
         while True:
-            video = get_json(f"{base}/api/videos/{video_id}")
+            video = get_json(f"{base}/api/videos/{video_id}", headers)
             percent = float(video.get("progress", {}).get("percent", 0) or 0)
             bar.update(task, completed=percent, description=video["state"])
             if video["state"] in ("ready", "failed"):
@@ -153,12 +181,14 @@ class _Tus:
         chunk_bytes: int,
         limit_bytes_per_second: float | None,
         give_up_seconds: float,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/") + "/"
         self.chunk_bytes = chunk_bytes
         self.limit = limit_bytes_per_second
         self.give_up_seconds = give_up_seconds
-        self.http = httpx.Client(timeout=httpx.Timeout(120, connect=5))
+        # The account's credential goes with every request of the upload.
+        self.http = httpx.Client(timeout=httpx.Timeout(120, connect=5), headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -203,6 +233,15 @@ class _Tus:
         if response.status_code != 200:
             raise ClientError(f"HEAD {url}: HTTP {response.status_code}")
         return int(response.headers["upload-offset"])
+
+    def video_id(self, url: str) -> str:
+        """The id of the video a finished upload became (its ``Video-Id``)."""
+        response = self._retrying(
+            "asking the video id", lambda: self.http.head(url, headers=TUS_HEADERS)
+        )
+        if response.status_code != 200:
+            raise ClientError(f"HEAD {url}: HTTP {response.status_code}")
+        return response.headers["video-id"]
 
     def send(self, url: str, file: Path, start: int, length: int, advance: Any) -> None:
         """Upload bytes ``start..start+length`` of ``file`` to ``url`` from the server's offset."""
@@ -269,6 +308,7 @@ def resumable_upload(
     chunk_bytes: int = 8 * CHUNK,
     limit_bytes_per_second: float | None = None,
     give_up_seconds: float = 300,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Upload over tus, resuming an earlier interrupted run of the same file; returns the video."""
     size = file.stat().st_size
@@ -284,6 +324,7 @@ def resumable_upload(
         if limit_bytes_per_second
         else None,
         give_up_seconds=give_up_seconds,
+        headers=headers,
     )
     state = _load_resume_state()
     urls = state.get(fingerprint, [])
@@ -313,10 +354,10 @@ def resumable_upload(
                 for future in futures:
                     future.result()
         final = tus.concatenate(urls, metadata) if parallel > 1 else urls[0]
+        video_id = tus.video_id(final)
     finally:
         tus.close()
     state = _load_resume_state()
     state.pop(fingerprint, None)
     _save_resume_state(state)
-    video_id = httpx.URL(final).path.rstrip("/").rsplit("/", 1)[1]
-    return get_json(f"{base.rstrip('/')}/api/videos/{video_id}")
+    return get_json(f"{base.rstrip('/')}/api/videos/{video_id}", headers)

@@ -8,6 +8,14 @@ from typing import Annotated
 
 import typer
 
+from services.cli.accounts import (
+    DEFAULT_ORIGIN_URL,
+    ApiKey,
+    keys_app,
+    login,
+    logout,
+    user_app,
+)
 from services.runtime.registry import SERVICES
 from shared.core import ports
 
@@ -19,7 +27,6 @@ app = typer.Typer(
 
 DEFAULT_UPLOAD_URL = ports.local_url(ports.UPLOAD)
 DEFAULT_CHUNKED_UPLOAD_URL = ports.local_url(ports.CHUNKED_UPLOAD)
-DEFAULT_ORIGIN_URL = ports.local_url(ports.ORIGIN)
 
 
 @app.command()
@@ -62,13 +69,14 @@ def worker(
     """Run a transcoding worker until SIGTERM (which hands the current job back)."""
     if mode not in ("push", "pull"):
         raise typer.BadParameter("mode must be push or pull")
+    from services.runtime.settings import load_settings
     from services.transcoder.settings import Settings
     from services.transcoder.worker import run
 
     overrides: dict[str, object] = {"transcoder_mode": mode}
     if metrics_port is not None:
         overrides["transcoder_metrics_port"] = metrics_port
-    run(Settings(**overrides))  # type: ignore[arg-type]
+    run(load_settings(Settings, **overrides))
 
 
 @app.command()
@@ -76,10 +84,11 @@ def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Create the database if needed and apply migrations (DATABASE_URL)."""
+    from services.runtime.settings import load_settings
     from shared.core.settings import BaseServiceSettings
     from shared.db.migrate import upgrade
 
-    url = BaseServiceSettings().database_url
+    url = load_settings(BaseServiceSettings).database_url
     upgrade(url, revision)
     typer.echo(f"database migrated to {revision}")
 
@@ -110,9 +119,13 @@ def upload(
         int | None, typer.Option(min=1, help="With --resumable: at most this many bytes/s.")
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the video is ready.")] = False,
+    api_key: ApiKey = None,
 ) -> None:
-    """Upload a video file with a progress bar; prints the new video's JSON."""
+    """Upload a video file with a progress bar as your account; prints the new video's JSON."""
     from services.cli.client import resumable_upload, stream_upload, wait_ready
+    from services.cli.credentials import auth_headers
+
+    headers = auth_headers(api_key)
 
     if resumable:
         url = url or DEFAULT_CHUNKED_UPLOAD_URL
@@ -125,15 +138,16 @@ def upload(
             parallel=parallel,
             chunk_bytes=chunk_size,
             limit_bytes_per_second=limit_rate,
+            headers=headers,
         )
     else:
         url = url or DEFAULT_UPLOAD_URL
         video = stream_upload(
-            url, file, title=title or file.stem, description=description, tags=tags
+            url, file, title=title or file.stem, description=description, tags=tags, headers=headers
         )
     typer.echo(json.dumps(video, indent=2))
     if wait:
-        final = wait_ready(url, video["id"])
+        final = wait_ready(url, video["id"], headers=headers)
         typer.echo(f"video {video['id']}: {final['state']}")
         if final["state"] != "ready":
             raise typer.Exit(1)
@@ -144,11 +158,18 @@ def status(
     video_id: Annotated[str, typer.Argument(help="The video's id.")],
     url: Annotated[str, typer.Option(help="Origin base URL.")] = DEFAULT_ORIGIN_URL,
     wait: Annotated[bool, typer.Option(help="Follow until ready or failed.")] = False,
+    api_key: ApiKey = None,
 ) -> None:
     """Show a video's state, progress and renditions."""
     from services.cli.client import get_json, wait_ready
+    from services.cli.credentials import auth_headers
 
-    video = wait_ready(url, video_id) if wait else get_json(f"{url}/api/videos/{video_id}")
+    headers = auth_headers(api_key)
+    video = (
+        wait_ready(url, video_id, headers=headers)
+        if wait
+        else get_json(f"{url}/api/videos/{video_id}", headers)
+    )
     typer.echo(json.dumps(video, indent=2))
 
 
@@ -156,11 +177,20 @@ def status(
 def play_url(
     video_id: Annotated[str, typer.Argument(help="The video's id.")],
     url: Annotated[str, typer.Option(help="Origin base URL.")] = DEFAULT_ORIGIN_URL,
+    api_key: ApiKey = None,
 ) -> None:
-    """Print the signed master playlist URL of a ready video."""
+    """Print the signed master playlist URL of a ready video (a private one needs its owner)."""
     from services.cli.client import get_json
+    from services.cli.credentials import auth_headers
 
-    typer.echo(get_json(f"{url}/api/stream/{video_id}")["master_url"])
+    stream = get_json(f"{url}/api/stream/{video_id}", auth_headers(api_key))
+    typer.echo(stream["master_url"])
+
+
+app.add_typer(user_app, name="user")
+app.add_typer(keys_app, name="keys")
+app.command()(login)
+app.command()(logout)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from shared.core.settings import BaseServiceSettings
 from shared.media.samples import synthetic_clip
 
 if TYPE_CHECKING:
+    from services.cli.provision import DemoAccount
     from services.configs.proxies import Backend
 
 
@@ -321,20 +322,35 @@ def make_demo_clip(path: Path, seconds: int = 12) -> Path:
     return synthetic_clip(path, seconds=seconds, size="1280x720", rate=30)
 
 
-def _demo(settings: SuiteSettings, run_dir: Path) -> bool:
+def _demo_account(settings: SuiteSettings) -> DemoAccount:
+    """The demo uploader with a fresh password and API key, printed for the operator."""
+    from services.cli.provision import demo_account
+
+    account = asyncio.run(demo_account(settings.database_url))
+    say(f"demo uploader {account.name!r} ready")
+    print(f"\nSign in as:        {account.name}")
+    print(f"Password:          {account.password}")
+    print(f"API key:           {account.api_key}")
+    print(f"Use the key:       export VSP_API_KEY={account.api_key}\n", flush=True)
+    return account
+
+
+def _demo(settings: SuiteSettings, run_dir: Path, account: DemoAccount) -> bool:
     from services.cli.client import ClientError, get_json, stream_upload, wait_ready
+    from services.cli.credentials import auth_headers
 
     clip = make_demo_clip(run_dir / "demo" / "demo.mp4")
     upload_url = f"http://127.0.0.1:{settings.upload_port}"
     origin_url = f"http://127.0.0.1:{settings.origin_port}"
+    headers = auth_headers(account.api_key)
     try:
-        video = stream_upload(upload_url, clip, title="Demo clip", tags="demo")
+        video = stream_upload(upload_url, clip, title="Demo clip", tags="demo", headers=headers)
         say(f"uploaded demo clip as video {video['id']}; transcoding")
-        final = wait_ready(origin_url, video["id"], timeout_seconds=300)
+        final = wait_ready(origin_url, video["id"], timeout_seconds=300, headers=headers)
         if final["state"] != "ready":
             say(f"demo video failed: {final.get('error')}")
             return False
-        stream = get_json(f"{origin_url}/api/stream/{video['id']}")
+        stream = get_json(f"{origin_url}/api/stream/{video['id']}", headers)
     except ClientError as exc:
         say(f"demo failed: {exc}")
         return False
@@ -359,6 +375,7 @@ def run_suite(*, run_dir: Path, demo: bool = True) -> int:
 
     upgrade(settings.database_url)
     say("database migrated")
+    account = _demo_account(settings)
     env = dict(os.environ)
     env.setdefault("STORAGE_ROOT", str(run_dir / "objects"))
     env["PYTHONUNBUFFERED"] = "1"
@@ -397,7 +414,7 @@ def run_suite(*, run_dir: Path, demo: bool = True) -> int:
         say(f"logs in {run_dir / 'logs'}")
         # From here on a child that exits is restarted, during the demo too.
         supervisor.start()
-        if demo and not _demo(settings, run_dir):
+        if demo and not _demo(settings, run_dir, account):
             return 1
         # Started after the demo, so it never competes with startup or the first transcode;
         # counters are cumulative, so it still sees what happened before.

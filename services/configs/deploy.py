@@ -3,13 +3,16 @@
 Kustomize reads files only from under its own folder, and compose names containers where
 ``vsp up`` names 127.0.0.1 ports, so both get renderings (or copies) of the repository's
 configs. ``python -m services.configs.deploy --write`` refreshes them; a test fails when they
-drift.
+drift. Secrets are generated too, but once per deployment and never committed:
+``python -m services.configs.deploy --secrets`` writes the env files kustomize's
+secretGenerator reads (ignored by git), keeping any that already exist.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from services.configs.prometheus import render_kubernetes
@@ -55,11 +58,78 @@ def rendered() -> dict[Path, str]:
     return files
 
 
+def random_secret() -> str:
+    """32 random bytes as hex: long enough for production, and safe inside a URL."""
+    return secrets.token_hex(32)
+
+
+def k8s_secrets(token: Callable[[], str] = random_secret) -> dict[Path, dict[str, str]]:
+    """Repository-relative path to the variables of every Secret's env file, freshly made.
+
+    A password appears twice (the server's own variable, and the URL or key the platform
+    connects with), so each is drawn once.
+    """
+    postgres, rabbitmq, minio = token(), token(), token()
+    return {
+        K8S / "secrets.env": {
+            "DATABASE_URL": f"postgresql+asyncpg://vsp:{postgres}@postgres:5432/vsp",
+            "AMQP_URL": f"amqp://vsp:{rabbitmq}@rabbitmq:5672/",
+            "S3_ACCESS_KEY": "vsp",
+            "S3_SECRET_KEY": minio,
+            "SIGNING_SECRET": token(),
+            "AUTH_TOKEN_SECRET": token(),
+        },
+        K8S / "origin-secrets.env": {"ORIGIN_ADMIN_TOKEN": token()},
+        K8S / "redirector-secrets.env": {"REDIRECTOR_ADMIN_TOKEN": token()},
+        K8S / "infra-secrets.env": {
+            "POSTGRES_PASSWORD": postgres,
+            "RABBITMQ_DEFAULT_PASS": rabbitmq,
+            "MINIO_ROOT_USER": "vsp",
+            "MINIO_ROOT_PASSWORD": minio,
+            "GF_SECURITY_ADMIN_PASSWORD": token(),
+        },
+    }
+
+
+def env_text(variables: dict[str, str]) -> str:
+    """An env file as kustomize reads it: NAME=value lines."""
+    return "".join(f"{name}={value}\n" for name, value in variables.items())
+
+
+def write_secrets(root: Path = ROOT) -> list[Path]:
+    """Write the Secrets' env files under ``root``; the paths written.
+
+    All or nothing: when any exists they are left alone (delete them all to rotate), since the
+    passwords they share must agree.
+    """
+    files = k8s_secrets()
+    if any((root / path).exists() for path in files):
+        return []
+    for path, variables in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch(mode=0o600)
+        target.write_text(env_text(variables))
+    return list(files)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Write (with --write) or list the generated files that differ from their source."""
     parser = argparse.ArgumentParser(prog="python -m services.configs.deploy")
     parser.add_argument("--write", action="store_true", help="write the files")
+    parser.add_argument(
+        "--secrets",
+        action="store_true",
+        help="generate the Kubernetes secrets (unless they exist) instead",
+    )
     args = parser.parse_args(argv)
+    if args.secrets:
+        written = write_secrets()
+        for path in written:
+            print(f"wrote: {path}")
+        if not written:
+            print(f"kept: the secrets under {K8S} exist (delete them all to rotate)")
+        return
     stale = []
     for path, text in rendered().items():
         target = ROOT / path

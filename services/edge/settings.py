@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -13,6 +14,11 @@ MIB = 1024 * 1024
 
 
 class Settings(BaseServiceSettings):
+    secret_settings: ClassVar[tuple[str, ...]] = (
+        *BaseServiceSettings.secret_settings,
+        "edge_admin_token",
+    )
+
     edge_port: int = ports.EDGE
     edge_id: str | None = Field(default=None, description="Sent as X-Edge-Id; default edge-<port>")
     edge_origin_url: str = ports.local_url(ports.ORIGIN)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount
 
-from services.origin import player
+from services.origin import accounts, player
 from services.origin.delivery import OriginDelivery
 from services.origin.routes import api_router
 from services.origin.settings import Settings
@@ -24,7 +24,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         service="origin",
         settings=settings,
-        routers=[api_router(signer), player.router(settings)],
+        routers=[api_router(signer), accounts.router(), player.router(settings)],
         # The broker announces deletions to the edges.
         uses={"db", "redis", "storage", "mq"},
     )
@@ -39,7 +39,14 @@ def build(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=settings.origin_cors_allow_origins,
         allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
-        allow_headers=["Range", "If-None-Match", "If-Modified-Since", "If-Range", "Content-Type"],
+        allow_headers=[
+            "Range",
+            "If-None-Match",
+            "If-Modified-Since",
+            "If-Range",
+            "Content-Type",
+            "Authorization",
+        ],
         expose_headers=EXPOSED_HEADERS,
         max_age=86400,
     )

@@ -1,4 +1,8 @@
-"""Catalog use cases: list and search videos, one video's details, delete a video entirely."""
+"""Catalog use cases: list and search videos, one video's details, edit it, delete it entirely.
+
+The catalog lists public videos, plus the caller's own (an admin's: every video). Only a
+video's owner or an admin (or an operator with the origin's admin token) edits or deletes it.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,30 @@ import logging
 import uuid
 from typing import Any
 
+from services.origin.schemas import VideoEdit
 from services.origin.service import base_url, video_prefix
 from services.origin.settings import Settings
-from shared.core.errors import NotFound, ServiceUnavailable
+from shared.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from shared.core.signing import Signer
-from shared.db.models import Video, VideoState
+from shared.db.models import Role, Video, VideoState
 from shared.db.repositories import VideoRepository
+from shared.http.auth import CHALLENGE, Principal, may_manage
 from shared.mq.messages import VideoEvent
 from shared.runtime.resources import Resources
 from shared.videos import progress
+from shared.videos.access import visible_video
 from shared.videos.api import video_view
+from shared.videos.metadata import (
+    DESCRIPTION_MAX_CHARS,
+    TITLE_MAX_CHARS,
+    check_text,
+    parse_tags,
+)
 
 log = logging.getLogger(__name__)
+
+# Who holds ORIGIN_ADMIN_TOKEN: an operator, with an admin's rights over every video.
+OPERATOR = Principal(uuid.UUID(int=0), "operator", Role.admin.value)
 
 
 def _entry(signer: Signer, settings: Settings, video: Video, request_base: str) -> dict[str, Any]:
@@ -44,14 +60,22 @@ async def list_videos(
     *,
     query: str | None,
     state: VideoState | None,
+    viewer: Principal | None,
+    mine: bool,
     limit: int,
     offset: int,
 ) -> dict[str, Any]:
-    """A page of videos, newest first, matching the search text and state."""
+    """A page of the videos ``viewer`` may list, newest first, matching the search text and
+    state; only the viewer's own with ``mine``."""
+    if mine and viewer is None:
+        raise Unauthorized("listing your videos needs an account", headers=CHALLENGE)
     async with res.need_db().session() as session:
         videos, total = await VideoRepository(session).list(
             query=query or None,
             state=state.value if state else None,
+            viewer_id=viewer.user_id if viewer else None,
+            everything=viewer is not None and viewer.is_admin,
+            owner_id=viewer.user_id if mine and viewer else None,
             limit=limit,
             offset=offset,
         )
@@ -66,28 +90,78 @@ async def list_videos(
 
 
 async def video_details(
-    res: Resources, settings: Settings, signer: Signer, video_id: uuid.UUID, request_base: str
+    res: Resources,
+    settings: Settings,
+    signer: Signer,
+    video_id: uuid.UUID,
+    request_base: str,
+    viewer: Principal | None,
 ) -> dict[str, Any]:
-    """State, metadata, renditions and live progress of one video."""
+    """State, metadata, renditions and live progress of one video ``viewer`` may see."""
     async with res.need_db().session() as session:
-        video = await VideoRepository(session).get(video_id)
+        video = await visible_video(session, video_id, viewer)
     live = await progress.latest(res.redis, video_id) if res.redis else {}
     return {**video_view(video, live), **_entry(signer, settings, video, request_base)}
 
 
-async def delete_video(res: Resources, video_id: uuid.UUID) -> int:
+def _check_manager(video: Video, actor: Principal) -> None:
+    if not may_manage(actor, video.owner_id):
+        raise Forbidden(f"video {video.id} belongs to another account")
+
+
+def _edited(edit: VideoEdit) -> dict[str, Any]:
+    """The columns an edit sets, each checked as at upload (InvalidMetadata otherwise)."""
+    fields: dict[str, Any] = {}
+    if edit.title is not None:
+        fields["title"] = check_text("title", edit.title, TITLE_MAX_CHARS)
+    if edit.description is not None:
+        fields["description"] = check_text(
+            "description", edit.description, DESCRIPTION_MAX_CHARS, multiline=True
+        )
+    if edit.tags is not None:
+        fields["tags"] = parse_tags(",".join(edit.tags))
+    if edit.privacy is not None:
+        fields["privacy"] = edit.privacy.value
+    return fields
+
+
+async def edit_video(
+    res: Resources,
+    settings: Settings,
+    signer: Signer,
+    video_id: uuid.UUID,
+    request_base: str,
+    edit: VideoEdit,
+    actor: Principal,
+) -> dict[str, Any]:
+    """Change a video's title, description, tags or privacy (its owner or an admin)."""
+    fields = _edited(edit)
+    async with res.need_db().session() as session:
+        repo = VideoRepository(session)
+        video = await repo.get(video_id, for_update=True)
+        _check_manager(video, actor)
+        for name, value in fields.items():
+            setattr(video, name, value)
+        await session.flush()
+    log.info("video %s edited by %s: %s", video_id, actor.name, ", ".join(fields) or "nothing")
+    return await video_details(res, settings, signer, video_id, request_base, actor)
+
+
+async def delete_video(res: Resources, video_id: uuid.UUID, actor: Principal) -> int:
     """Remove the video's objects and rows; returns how many objects were deleted.
 
     The row is marked deleted first (committed), so it vanishes from the catalog and stops
     playing at once; then the objects go, then every edge is told to purge its copies
     (``video.deleted``), then the rows. If a step fails the row stays marked and deleting again
-    finishes the job, so nothing is left orphaned and no edge keeps serving the video.
+    finishes the job, so nothing is left orphaned and no edge keeps serving the video. Only
+    ``actor`` the owner or an admin may (403 otherwise).
     """
     async with res.need_db().session() as session:
         repo = VideoRepository(session)
         video = await repo.find(video_id)
         if video is None:
             raise NotFound(f"video {video_id} does not exist")
+        _check_manager(video, actor)
         if video.state != VideoState.deleted.value:
             await repo.transition(video, VideoState.deleted)
         extra_keys = [

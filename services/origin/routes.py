@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.origin import catalog, service
-from services.origin.schemas import RefreshRequest, StreamResponse
+from services.origin.schemas import RefreshRequest, StreamResponse, VideoEdit
 from services.origin.settings import Settings
 from shared.core.signing import Signer
 from shared.db.models import VideoState
 from shared.http.app import resources
-from shared.http.auth import bearer_token, check_admin_token
+from shared.http.auth import (
+    Credentials,
+    OptionalPrincipal,
+    Principal,
+    bearer_token,
+    require_principal,
+)
 from shared.http.openapi import error_responses
 from shared.runtime.resources import Resources
 
 Res = Annotated[Resources, Depends(resources)]
+# PostgreSQL's OFFSET is a bigint: a larger one is a 422, not a database error.
+MAX_OFFSET = 2**63 - 1
 
 
 def settings_of(res: Resources) -> Settings:
@@ -27,6 +36,19 @@ def settings_of(res: Resources) -> Settings:
 
 def request_base(request: Request) -> str:
     return str(request.base_url)
+
+
+async def manager(request: Request, res: Res, credentials: Credentials) -> Principal:
+    """FastAPI dependency: who changes a video, the operator (``ORIGIN_ADMIN_TOKEN``) or an
+    account (401 without a credential; the catalog checks it owns the video)."""
+    token = bearer_token(request.headers.get("authorization"))
+    expected = settings_of(res).origin_admin_token
+    if token is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return catalog.OPERATOR
+    return await require_principal(request, credentials)
+
+
+Manager = Annotated[Principal, Depends(manager)]
 
 
 def api_router(signer: Signer) -> APIRouter:
@@ -44,11 +66,25 @@ def api_router(signer: Signer) -> APIRouter:
         video_id: uuid.UUID,
         request: Request,
         res: Res,
+        viewer: OptionalPrincipal,
         mode: Annotated[Literal["query", "token"] | None, Query()] = None,
+        artist_id: Annotated[
+            str | None, Query(max_length=32, description="The channel the video must be of")
+        ] = None,
     ) -> object:
-        """Signed master and variant URLs for a ready video (``mode``: query signature or token)."""
+        """Signed master and variant URLs for a ready video (``mode``: query signature or token).
+
+        A private video's URLs go to its owner and admins only (404 to anyone else).
+        """
         urls = await service.stream_urls(
-            res, settings_of(res), signer, video_id, request_base(request), mode
+            res,
+            settings_of(res),
+            signer,
+            video_id,
+            request_base(request),
+            mode,
+            viewer=viewer,
+            channel=artist_id,
         )
         return urls.__dict__
 
@@ -58,10 +94,18 @@ def api_router(signer: Signer) -> APIRouter:
         tags=["stream"],
         responses=error_responses(404, 409),
     )
-    async def refresh(body: RefreshRequest, request: Request, res: Res) -> object:
+    async def refresh(
+        body: RefreshRequest, request: Request, res: Res, viewer: OptionalPrincipal
+    ) -> object:
         """Fresh signatures for a video's URLs."""
         urls = await service.stream_urls(
-            res, settings_of(res), signer, body.video_id, request_base(request), body.mode
+            res,
+            settings_of(res),
+            signer,
+            body.video_id,
+            request_base(request),
+            body.mode,
+            viewer=viewer,
         )
         return urls.__dict__
 
@@ -69,12 +113,15 @@ def api_router(signer: Signer) -> APIRouter:
     async def list_videos(
         request: Request,
         res: Res,
+        viewer: OptionalPrincipal,
         q: Annotated[str | None, Query(max_length=200, description="Search text")] = None,
         state: Annotated[VideoState | None, Query()] = None,
+        mine: Annotated[bool, Query(description="Only the caller's own videos")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        """Videos newest first; ``q`` searches title, description and tags."""
+        """Public videos and the caller's own, newest first; ``q`` searches title, description
+        and tags."""
         settings = settings_of(res)
         return await catalog.list_videos(
             res,
@@ -83,15 +130,28 @@ def api_router(signer: Signer) -> APIRouter:
             request_base(request),
             query=q,
             state=state,
+            viewer=viewer,
+            mine=mine,
             limit=min(limit, settings.origin_catalog_page_max),
             offset=offset,
         )
 
     @router.get("/api/videos/{video_id}", tags=["catalog"])
-    async def video_details(video_id: uuid.UUID, request: Request, res: Res) -> dict[str, Any]:
-        """A video's state, metadata, renditions and live progress."""
+    async def video_details(
+        video_id: uuid.UUID, request: Request, res: Res, viewer: OptionalPrincipal
+    ) -> dict[str, Any]:
+        """A video's state, metadata, renditions and live progress (private: its owner only)."""
         return await catalog.video_details(
-            res, settings_of(res), signer, video_id, request_base(request)
+            res, settings_of(res), signer, video_id, request_base(request), viewer
+        )
+
+    @router.patch("/api/videos/{video_id}", tags=["catalog"], responses=error_responses(403))
+    async def edit_video(
+        video_id: uuid.UUID, edit: VideoEdit, request: Request, res: Res, actor: Manager
+    ) -> dict[str, Any]:
+        """Change a video's title, description, tags or privacy (its owner or an admin)."""
+        return await catalog.edit_video(
+            res, settings_of(res), signer, video_id, request_base(request), edit, actor
         )
 
     # 503: the objects are gone but the edges could not be told to purge them; delete again.
@@ -99,18 +159,12 @@ def api_router(signer: Signer) -> APIRouter:
         "/api/videos/{video_id}",
         status_code=204,
         tags=["catalog"],
-        responses=error_responses(503),
+        responses=error_responses(403, 503),
     )
-    async def delete_video(
-        video_id: uuid.UUID,
-        res: Res,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> Response:
-        """Delete the video's objects and rows (``Authorization: Bearer <ORIGIN_ADMIN_TOKEN>``)."""
-        check_admin_token(
-            bearer_token(authorization), settings_of(res).origin_admin_token, "deleting a video"
-        )
-        await catalog.delete_video(res, video_id)
+    async def delete_video(video_id: uuid.UUID, res: Res, actor: Manager) -> Response:
+        """Delete the video's objects and rows (its owner, an admin, or an operator with
+        ``Authorization: Bearer <ORIGIN_ADMIN_TOKEN>``)."""
+        await catalog.delete_video(res, video_id, actor)
         return Response(status_code=204)
 
     return router

@@ -5,7 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from shared.db.models import Privacy
+from shared.videos.metadata import TAGS_MAX
 
 
 class Variant(BaseModel):
@@ -29,3 +32,13 @@ class StreamResponse(BaseModel):
 class RefreshRequest(BaseModel):
     video_id: uuid.UUID
     mode: Literal["query", "token"] | None = None
+
+
+class VideoEdit(BaseModel):
+    """What an owner may change of a video; absent fields stay as they are."""
+
+    title: str | None = None
+    description: str | None = None
+    # Bounded before the tags are looked at, as at upload.
+    tags: list[str] | None = Field(default=None, max_length=TAGS_MAX)
+    privacy: Privacy | None = None

@@ -13,9 +13,10 @@ from services.origin.settings import Settings
 from shared.core.errors import Conflict
 from shared.core.signing import Signer
 from shared.db.models import Video, VideoState
-from shared.db.repositories import VideoRepository
+from shared.http.auth import Principal
 from shared.media import hls
 from shared.runtime.resources import Resources
+from shared.videos.access import visible_video
 
 StreamMode = Literal["query", "token"]
 
@@ -73,10 +74,13 @@ def playback_prefix(master_key: str) -> str:
     return posixpath.dirname(master_key) + "/"
 
 
-async def ready_video(res: Resources, video_id: uuid.UUID) -> Video:
-    """The video if it can be played; NotFound or Conflict (with its state) otherwise."""
+async def ready_video(
+    res: Resources, video_id: uuid.UUID, viewer: Principal | None, channel: str | None = None
+) -> Video:
+    """The video if ``viewer`` may play it (and it is ``channel``'s, when given); NotFound or
+    Conflict (with its state) otherwise."""
     async with res.need_db().session() as session:
-        video = await VideoRepository(session).get(video_id)
+        video = await visible_video(session, video_id, viewer, channel=channel)
     # A transcoding video whose first segments are published plays as an EVENT stream.
     playable = (VideoState.ready.value, VideoState.transcoding.value)
     if video.state not in playable or not video.master_key:
@@ -93,9 +97,16 @@ async def stream_urls(
     video_id: uuid.UUID,
     request_base: str,
     mode: StreamMode | None = None,
+    *,
+    viewer: Principal | None = None,
+    channel: str | None = None,
 ) -> StreamUrls:
-    """Signed master and variant URLs, in the streaming gateway's response shape."""
-    video = await ready_video(res, video_id)
+    """Signed master and variant URLs, in the streaming gateway's response shape.
+
+    A private video's URLs go to its owner and admins only; ``channel`` (the gateway's
+    ``artist_id``) must name the video's owner when given.
+    """
+    video = await ready_video(res, video_id, viewer, channel)
     assert video.master_key is not None  # ready_video checked it
     mode = mode or settings.origin_stream_mode
     # The signer never issues a longer life than verifiers accept (SIGNING_MAX_TTL_SECONDS).

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
-from shared.http.auth import MIN_TOKEN_CHARS
 
 DEV_ADMIN_TOKEN = "dev-only-origin-admin-token"
 
 
 class Settings(BaseServiceSettings):
+    secret_settings: ClassVar[tuple[str, ...]] = (
+        *BaseServiceSettings.secret_settings,
+        "origin_admin_token",
+    )
+
     origin_port: int = ports.ORIGIN
     origin_server: Literal["granian", "uvicorn"] = Field(
         default="granian", description="HTTP server; Granian sends whole segments by path"
@@ -58,6 +62,15 @@ class Settings(BaseServiceSettings):
     origin_admin_token: str = Field(
         default=DEV_ADMIN_TOKEN, description="Bearer token that deleting a video needs"
     )
+    origin_login_max_failures_per_name: int = Field(
+        default=10, ge=1, description="Failed sign-ins of one account name per window"
+    )
+    origin_login_max_failures_per_address: int = Field(
+        default=10, ge=1, description="Failed sign-ins from one client address per window"
+    )
+    origin_login_window_seconds: int = Field(
+        default=900, ge=1, description="Window of the sign-in failure limits"
+    )
 
     @field_validator("origin_player_endpoints")
     @classmethod
@@ -68,15 +81,3 @@ class Settings(BaseServiceSettings):
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
                 raise ValueError(f"ORIGIN_PLAYER_ENDPOINTS takes absolute http(s) URLs: {url!r}")
         return value
-
-    @field_validator("origin_admin_token")
-    @classmethod
-    def _token_long_enough(cls, value: str) -> str:
-        if len(value) < MIN_TOKEN_CHARS:
-            raise ValueError(f"ORIGIN_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
-        return value
-
-    def model_post_init(self, __context: object) -> None:
-        super().model_post_init(__context)
-        if self.environment == "production" and self.origin_admin_token == DEV_ADMIN_TOKEN:
-            raise ValueError("ORIGIN_ADMIN_TOKEN must be set to a real secret in production")

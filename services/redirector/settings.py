@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import socket
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from services.redirector.schemas import STATUS_CODES, validate_host
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
-from shared.http.auth import MIN_TOKEN_CHARS
 from shared.http.h1_limits import Limits
 
 DEV_ADMIN_TOKEN = "dev-only-redirector-admin-token"
 
 
 class Settings(BaseServiceSettings):
+    secret_settings: ClassVar[tuple[str, ...]] = (
+        *BaseServiceSettings.secret_settings,
+        "redirector_admin_token",
+    )
+
     redirector_port: int = ports.REDIRECTOR
     redirector_instance_id: str = Field(default_factory=lambda: socket.gethostname())
     redirector_admin_token: str = DEV_ADMIN_TOKEN
@@ -71,15 +76,6 @@ class Settings(BaseServiceSettings):
             raise ValueError(f"status code must be one of {sorted(STATUS_CODES)}")
         return value
 
-    @field_validator("redirector_admin_token")
-    @classmethod
-    def _token_long_enough(cls, value: str) -> str:
-        if len(value) < MIN_TOKEN_CHARS:
-            raise ValueError(
-                f"REDIRECTOR_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} characters"
-            )
-        return value
-
     @property
     def http_limits(self) -> Limits:
         """The limits of the redirector's HTTP listener."""
@@ -92,8 +88,3 @@ class Settings(BaseServiceSettings):
             keep_alive_seconds=self.redirector_keep_alive_seconds,
             send_timeout_seconds=self.redirector_send_timeout_seconds,
         )
-
-    def model_post_init(self, __context: object) -> None:
-        super().model_post_init(__context)
-        if self.environment == "production" and self.redirector_admin_token == DEV_ADMIN_TOKEN:
-            raise ValueError("REDIRECTOR_ADMIN_TOKEN must be set to a real secret in production")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from services.runtime.registry import ServiceSpec
+from services.runtime.settings import load_settings
 from shared.core.logging import configure_logging
 from shared.runtime import servers
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def serve_service(spec: ServiceSpec, *, host: str, port: int | None) -> None:
     """Build the service's settings and app, then serve until SIGINT/SIGTERM."""
-    settings = spec.settings_class()()
+    settings = load_settings(spec.settings_class())
     configure_logging(spec.name, settings.log_level, json_lines=settings.log_json)
     port = port or int(getattr(settings, spec.port_setting, spec.default_port))
     run = spec.run_function()

@@ -24,7 +24,7 @@ from shared.videos.metadata import InvalidMetadata, MetadataInput
 
 # RFC 2046: a boundary is 1 to 70 characters.
 _MAX_BOUNDARY_BYTES = 70
-_KNOWN_FIELDS = ("title", "description", "tags")
+_KNOWN_FIELDS = ("title", "description", "tags", "privacy")
 
 
 @dataclass(frozen=True)

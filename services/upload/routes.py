@@ -26,6 +26,7 @@ from services.upload.service import (
 from shared.core.errors import AppError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.core.streams import parse_content_digest
 from shared.http.app import resources
+from shared.http.auth import Principal, RequiredPrincipal
 from shared.http.openapi import error_responses
 from shared.runtime.resources import Resources
 from shared.videos.metadata import MetadataInput
@@ -49,6 +50,7 @@ _BODY = {
                         "title": {"type": "string"},
                         "description": {"type": "string"},
                         "tags": {"type": "string"},
+                        "privacy": {"type": "string", "enum": ["public", "unlisted", "private"]},
                     },
                     "required": ["file"],
                 }
@@ -132,12 +134,13 @@ class UploadParams:
         description: Annotated[str, Query()] = "",
         tags: Annotated[str, Query()] = "",
         filename: Annotated[str, Query()] = "",
+        privacy: Annotated[str, Query(description="public, unlisted or private")] = "",
         content_type: Annotated[str, Header(include_in_schema=False)] = "application/octet-stream",
         content_digest: Annotated[str | None, Header()] = None,
         content_length: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> None:
         self.metadata = MetadataInput(
-            title=title, description=description, tags=tags, filename=filename
+            title=title, description=description, tags=tags, filename=filename, privacy=privacy
         )
         self.content_type = content_type
         self.content_digest = content_digest
@@ -156,7 +159,11 @@ Params = Annotated[UploadParams, Depends()]
 
 
 def _upload_request(
-    params: UploadParams, limits: UploadLimits, video_id: uuid.UUID, declared: int | None
+    params: UploadParams,
+    limits: UploadLimits,
+    video_id: uuid.UUID,
+    owner: Principal,
+    declared: int | None,
 ) -> UploadRequest:
     """The upload, every bound of the request checked before a byte of its body is read."""
     media_type = params.content_type.split(";")[0].strip().lower()
@@ -178,6 +185,7 @@ def _upload_request(
     params.metadata.checked()  # the fields of a form are checked as they arrive
     return UploadRequest(
         video_id=video_id,
+        owner_id=owner.user_id,
         max_bytes=max_bytes,
         expected_sha256=parse_content_digest(params.content_digest),
         metadata=params.metadata,
@@ -194,11 +202,12 @@ async def _upload(
     limits: UploadLimits,
     params: UploadParams,
     video_id: uuid.UUID,
+    owner: Principal,
 ) -> JSONResponse:
     declared = _content_length(params.content_length)
     body = _Body(request, declared)
     try:
-        upload = _upload_request(params, limits, video_id, declared)
+        upload = _upload_request(params, limits, video_id, owner, declared)
         video = await accept_upload(res, body.chunks(), upload)
     except AppError:
         # A client still sending hears the refusal instead of a reset connection.
@@ -219,21 +228,28 @@ async def _upload(
     openapi_extra=_BODY,
     responses=error_responses(415),
 )
-async def upload_video(request: Request, res: Res, limits: Limits, params: Params) -> JSONResponse:
+async def upload_video(
+    request: Request, res: Res, limits: Limits, params: Params, owner: RequiredPrincipal
+) -> JSONResponse:
     """Upload a new video (raw body or multipart/form-data); the server picks its id."""
-    return await _upload(request, res, limits, params, uuid.uuid4())
+    return await _upload(request, res, limits, params, uuid.uuid4(), owner)
 
 
 @router.put(
     "/{video_id}", status_code=201, openapi_extra=_BODY, responses=error_responses(409, 415)
 )
 async def upload_video_at(
-    video_id: uuid.UUID, request: Request, res: Res, limits: Limits, params: Params
+    video_id: uuid.UUID,
+    request: Request,
+    res: Res,
+    limits: Limits,
+    params: Params,
+    owner: RequiredPrincipal,
 ) -> JSONResponse:
     """Upload to a client-chosen id, so its progress can be followed from the first byte."""
     await claim_video_id(res, video_id)
     try:
-        return await _upload(request, res, limits, params, video_id)
+        return await _upload(request, res, limits, params, video_id, owner)
     except AppError:
         await release_video_id(res, video_id)
         raise

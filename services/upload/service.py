@@ -53,6 +53,7 @@ class UploadLimits:
 @dataclass(frozen=True)
 class UploadRequest:
     video_id: uuid.UUID
+    owner_id: uuid.UUID
     max_bytes: int
     expected_sha256: bytes | None
     metadata: MetadataInput
@@ -141,4 +142,5 @@ async def accept_upload(
         size=content.size,
         sha256=content.sha256_hex,
         meta=form.meta if form is not None else request.metadata.checked(),
+        owner_id=request.owner_id,
     )

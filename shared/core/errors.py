@@ -18,6 +18,7 @@ Tree::
     ├── UnsupportedMediaType (415)
     ├── RangeNotSatisfiable (416)
     ├── Locked (423)
+    ├── TooManyRequests (429, with Retry-After: a rate limit or quota is spent)
     ├── HeadersTooLarge (431)
     ├── ChecksumMismatch (460, tus checksum extension)
     ├── UpstreamUnavailable (502)
@@ -120,6 +121,11 @@ class RangeNotSatisfiable(AppError):
 class Locked(AppError):
     status = 423
     code = "locked"
+
+
+class TooManyRequests(AppError):
+    status = 429
+    code = "too_many_requests"
 
 
 class HeadersTooLarge(AppError):

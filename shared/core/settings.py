@@ -2,24 +2,96 @@
 
 Infrastructure URLs are unprefixed (``DATABASE_URL``, ``REDIS_URL``, ``AMQP_URL``, storage);
 service knobs carry the service prefix. Only services build settings: ``shared`` takes values
-as arguments and never reads the environment itself.
+as arguments and never reads the environment itself. In production every secret must be real:
+``BaseServiceSettings.secret_problems`` names each one that is not (docs/DEPLOYMENT.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SIGNING_SECRET = "dev-only-signing-secret-change-me"
+DEV_AUTH_TOKEN_SECRET = "dev-only-auth-token-secret-change-me"
+
+MIN_SECRET_BYTES = 16
+MIN_PRODUCTION_SECRET_BYTES = 32
+# Passwords and keys that ship as defaults or examples: the development values of this suite
+# and the images it runs (MinIO, RabbitMQ, Grafana, PostgreSQL).
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "admin",
+        "guest",
+        "minioadmin",
+        "password",
+        "postgres",
+        "secret",
+        "vsp-postgres",
+        "vsp-rabbitmq",
+        "vsp-minio-secret",
+    }
+)
+PLACEHOLDER_MARKS = ("change-me", "changeme", "change_me", "dev-only")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` is a known default or example rather than a chosen secret."""
+    lowered = value.lower()
+    return lowered in PLACEHOLDER_SECRETS or any(mark in lowered for mark in PLACEHOLDER_MARKS)
+
+
+def secret_problem(value: str, *, production: bool, default: str | None = None) -> str | None:
+    """Why ``value`` cannot be a secret (completing "SETTING ..."), or None when it can.
+
+    Everywhere a secret has at least MIN_SECRET_BYTES; in production at least
+    MIN_PRODUCTION_SECRET_BYTES, and neither its setting's development default nor a placeholder.
+    """
+    if production and value == default:
+        return "is the development default; set a real secret"
+    if production and is_placeholder(value):
+        return "is a placeholder; set a real secret"
+    least = MIN_PRODUCTION_SECRET_BYTES if production else MIN_SECRET_BYTES
+    size = len(value.encode())
+    if size < least:
+        where = " in production" if production else ""
+        return f"is {size} bytes; at least {least}{where}"
+    return None
+
+
+def url_problem(url: str, *, amqp: bool = False) -> str | None:
+    """Why the password ``url`` carries is not fit for production, or None.
+
+    A URL without a password is accepted (trust or peer authentication on a private network),
+    except AMQP's: its client then logs in as RabbitMQ's default guest.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return "has no password (the broker's default guest login)" if amqp else None
+    problem = secret_problem(unquote(parts.password), production=True)
+    return f"has a password that {problem}" if problem else None
 
 
 class BaseServiceSettings(BaseSettings):
     """Connection settings every process needs."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # Secret values never appear in a validation error.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
+
+    # Fields holding a secret, checked by ``_secrets_fit``; a service's class adds its own.
+    # An optional one (default None) is checked when it is set: unset turns its feature off.
+    secret_settings: ClassVar[tuple[str, ...]] = (
+        "signing_secret",
+        "auth_token_secret",
+        "fault_admin_token",
+    )
+    # Infrastructure credentials, checked in production only (their servers set the rules
+    # elsewhere): URLs whose password, when they carry one, must pass as a secret would.
+    secret_url_settings: ClassVar[tuple[str, ...]] = ("database_url", "redis_url", "amqp_url")
 
     environment: Literal["local", "test", "production"] = "local"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/vsp"
@@ -129,6 +201,14 @@ class BaseServiceSettings(BaseSettings):
         "bound; turn off once SIGNING_MAX_TTL_SECONDS has passed since the upgrade",
     )
 
+    auth_token_secret: str = Field(
+        default=DEV_AUTH_TOKEN_SECRET,
+        description="HMAC key of the access tokens that POST /api/auth/token hands out",
+    )
+    auth_token_ttl_seconds: int = Field(
+        default=3600, ge=60, le=86_400, description="Life of an access token"
+    )
+
     public_origin_url: str | None = Field(
         default=None, description="Base URL viewers reach the origin at; default: the request's"
     )
@@ -141,16 +221,43 @@ class BaseServiceSettings(BaseSettings):
         default=None, description="Enables PUT /admin/fault to change the delay at run time"
     )
 
-    @field_validator("signing_secret")
-    @classmethod
-    def _secret_long_enough(cls, value: str) -> str:
-        if len(value) < 16:
-            raise ValueError("SIGNING_SECRET must be at least 16 characters")
-        return value
+    @model_validator(mode="after")
+    def _secrets_fit(self) -> BaseServiceSettings:
+        problems = list(self.secret_problems())
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
-    def model_post_init(self, __context: object) -> None:
-        if self.environment == "production" and self.signing_secret == DEV_SIGNING_SECRET:
-            raise ValueError("SIGNING_SECRET must be set to a real secret in production")
+    def secret_problems(self) -> Iterator[str]:
+        """What is wrong with each secret setting, one line per setting."""
+        production = self.environment == "production"
+        for label, value, default in self._secrets():
+            problem = secret_problem(value, production=production, default=default)
+            if problem:
+                yield f"{label} {problem}"
+        if not production:
+            return
+        for name in self.secret_url_settings:
+            problem = url_problem(getattr(self, name), amqp=name == "amqp_url")
+            if problem:
+                yield f"{name.upper()} {problem}"
+        if self.storage_backend == "s3":
+            default = type(self).model_fields["s3_secret_key"].default
+            problem = secret_problem(self.s3_secret_key, production=True, default=default)
+            if problem:
+                yield f"S3_SECRET_KEY {problem}"
+            if is_placeholder(self.s3_access_key):
+                yield "S3_ACCESS_KEY is the object store's default user"
+
+    def _secrets(self) -> Iterator[tuple[str, str, str | None]]:
+        """(name, value, development default) of every secret in use."""
+        fields = type(self).model_fields
+        for name in self.secret_settings:
+            value = getattr(self, name)
+            if value is not None:
+                yield name.upper(), value, fields[name].default
+        for key_id, value in self.signing_previous_keys.items():
+            yield f"SIGNING_PREVIOUS_KEYS[{key_id}]", value, None
 
     @property
     def signing_keys(self) -> dict[str, str]:

@@ -27,6 +27,51 @@ class Base(DeclarativeBase):
     pass
 
 
+class Role(enum.StrEnum):
+    """What an account may do: uploaders manage their own videos, admins manage every video."""
+
+    uploader = "uploader"
+    admin = "admin"
+
+
+class Privacy(enum.StrEnum):
+    """Who sees a video: public (listed), unlisted (by link), private (owner and admins)."""
+
+    public = "public"
+    unlisted = "unlisted"
+    private = "private"
+
+
+class User(Base):
+    """An account; ``name`` is also the channel name."""
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.uploader.value)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKey(Base):
+    """An API key ``vsp_<prefix>_<secret>``: the prefix finds the row, the secret is hashed."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    # SHA-256 of 32 random bytes: a slow password hash would add nothing but latency.
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class VideoState(enum.StrEnum):
     """uploading -> uploaded -> queued -> transcoding -> ready | failed; any -> deleted."""
 
@@ -83,6 +128,11 @@ class Video(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # None only for videos made before accounts existed: only admins manage those.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id"), nullable=True, index=True
+    )
+    privacy: Mapped[str] = mapped_column(String(16), default=Privacy.public.value)
 
     renditions: Mapped[list[Rendition]] = relationship(
         back_populates="video", cascade="all, delete-orphan", order_by="Rendition.bandwidth.desc()"
@@ -151,6 +201,9 @@ class Upload(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     video_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id"), nullable=True, index=True
+    )
     length: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     offset: Mapped[int] = mapped_column(BigInteger, default=0)
     upload_metadata: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

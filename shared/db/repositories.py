@@ -14,9 +14,11 @@ from sqlalchemy.orm import selectinload
 from shared.core.errors import Conflict, NotFound
 from shared.db.models import (
     ALLOWED_TRANSITIONS,
+    Privacy,
     Rendition,
     TranscodeJobRow,
     Upload,
+    User,
     Video,
     VideoState,
 )
@@ -39,6 +41,12 @@ class VideoRepository:
     async def find(self, video_id: uuid.UUID) -> Video | None:
         """The video in any state, or None."""
         return await self.session.get(Video, video_id)
+
+    async def channel_of(self, video: Video) -> str | None:
+        """The name of the account (its channel) that owns the video, if any."""
+        if video.owner_id is None:
+            return None
+        return await self.session.scalar(select(User.name).where(User.id == video.owner_id))
 
     def add(self, **fields: Any) -> Video:
         """Stage a new video row."""
@@ -72,11 +80,25 @@ class VideoRepository:
         *,
         query: str | None = None,
         state: str | None = None,
+        viewer_id: uuid.UUID | None = None,
+        everything: bool = False,
+        owner_id: uuid.UUID | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[Sequence[Video], int]:
-        """Videos newest first, filtered by a title/description/tag search and a state."""
+        """Videos newest first, filtered by a title/description/tag search and a state.
+
+        Listed: public videos and every video of ``viewer_id`` (all of them if ``everything``),
+        only those of ``owner_id`` when given.
+        """
         conditions = [Video.state != VideoState.deleted.value]
+        if not everything:
+            listed = Video.privacy == Privacy.public.value
+            if viewer_id is not None:
+                listed = or_(listed, Video.owner_id == viewer_id)
+            conditions.append(listed)
+        if owner_id is not None:
+            conditions.append(Video.owner_id == owner_id)
         if state:
             conditions.append(Video.state == state)
         if query:

@@ -8,6 +8,7 @@ all with that one body:
 - it takes input (parameters or a body): 400 (unreadable input) and 422 (invalid input);
 - it has path parameters: 404 (nothing there);
 - it takes an ``Authorization`` header: 401 (no token) and 403 (a wrong one);
+- it names a security scheme (an account's credential): 401 (none, or a bad one);
 - it takes a body: 413 (too large).
 
 A route answering more (409, 415, 502, ...) lists those with ``error_responses``; an answer
@@ -89,6 +90,8 @@ def implied_statuses(operation: dict[str, Any]) -> set[int]:
         statuses.add(404)
     if any(p.get("in") == "header" and p["name"].lower() == "authorization" for p in parameters):
         statuses |= {401, 403}
+    if operation.get("security"):
+        statuses.add(401)
     if has_body:
         statuses.add(413)
     return statuses

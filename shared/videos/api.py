@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import StreamingResponse
 
 from shared.db.models import Video
-from shared.db.repositories import VideoRepository
 from shared.http.app import Hook, resources
+from shared.http.auth import OptionalPrincipal
 from shared.mq.outbox import OutboxRelay
 from shared.runtime.resources import Resources
 from shared.videos import progress
+from shared.videos.access import visible_video
 from shared.videos.events import open_video_events
 
 
@@ -47,6 +48,8 @@ def video_view(video: Video, live: dict[str, Any]) -> dict[str, Any]:
         "title": video.title,
         "description": video.description,
         "tags": list(video.tags or []),
+        "privacy": video.privacy,
+        "owner_id": str(video.owner_id) if video.owner_id else None,
         "filename": video.filename,
         "size_bytes": video.source_size,
         "sha256": video.source_sha256,
@@ -79,11 +82,11 @@ video_router = APIRouter(tags=["videos"])
 
 @video_router.get("/api/videos/{video_id}")
 async def get_video(
-    video_id: uuid.UUID, res: Annotated[Resources, Depends(resources)]
+    video_id: uuid.UUID, res: Annotated[Resources, Depends(resources)], viewer: OptionalPrincipal
 ) -> dict[str, Any]:
-    """A video's state, metadata, renditions and latest progress."""
+    """A video's state, metadata, renditions and latest progress (private: its owner only)."""
     async with res.need_db().session() as session:
-        video = await VideoRepository(session).get(video_id)
+        video = await visible_video(session, video_id, viewer)
     live = await progress.latest(res.need_redis(), video_id) if res.redis else {}
     return video_view(video, live)
 

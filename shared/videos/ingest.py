@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.core.errors import NotMedia
-from shared.db.models import Video, VideoState
+from shared.db.models import Privacy, Video, VideoState
 from shared.db.repositories import VideoRepository
 from shared.media.ffprobe import MediaInfo, probe
 from shared.media.limits import MediaLimits
@@ -42,6 +42,7 @@ class SourceMetadata:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     filename: str | None = None
+    privacy: Privacy = Privacy.public
 
 
 def source_key(video_id: uuid.UUID) -> str:
@@ -81,10 +82,11 @@ async def finalize_source(
     size: int,
     sha256: str | None,
     meta: SourceMetadata,
+    owner_id: uuid.UUID | None,
     keep_on_error: bool = False,
     in_transaction: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> Video:
-    """Probe the stored source, then commit the video (queued) and its job together.
+    """Probe the stored source, then commit the video (queued, owned by ``owner_id``) and its job.
 
     Refused bytes are always deleted; other failures delete them unless ``keep_on_error``.
     ``in_transaction`` runs in the video's transaction, which commits only if it succeeds.
@@ -124,6 +126,8 @@ async def finalize_source(
                 height=height,
                 has_video=info.has_video,
                 has_audio=info.has_audio,
+                owner_id=owner_id,
+                privacy=meta.privacy.value,
             )
             await session.flush()
             add_job(session, new_transcode_job(video_id, key))

@@ -1,4 +1,4 @@
-"""A video's title, description, tags and filename, checked before any byte of its file is stored.
+"""A video's title, description, tags, filename and privacy, checked before any byte is stored.
 
 Both upload services take them from the client (query parameters, form fields, tus
 Upload-Metadata) and check them here, once, before the body: whatever the videos table would
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import String
 
 from shared.core.errors import BadRequest
-from shared.db.models import Video
+from shared.db.models import Privacy, Video
 from shared.videos.ingest import SourceMetadata
 
 
@@ -63,6 +63,15 @@ def parse_tags(raw: str) -> list[str]:
     return [check_text("a tag", tag, TAG_MAX_CHARS) for tag in tags]
 
 
+def check_privacy(value: str) -> Privacy:
+    """``public``, ``unlisted`` or ``private`` (empty means public), or InvalidMetadata."""
+    try:
+        return Privacy(value or Privacy.public.value)
+    except ValueError:
+        choices = ", ".join(p.value for p in Privacy)
+        raise InvalidMetadata(f"privacy must be one of {choices}") from None
+
+
 @dataclass(frozen=True)
 class MetadataInput:
     """Video metadata as the client sent it: every value a string, not yet checked."""
@@ -71,6 +80,7 @@ class MetadataInput:
     description: str = ""
     tags: str = ""
     filename: str = ""
+    privacy: str = ""
 
     def checked(self) -> SourceMetadata:
         """The metadata a video row can hold, or InvalidMetadata (400)."""
@@ -84,4 +94,5 @@ class MetadataInput:
             ),
             tags=parse_tags(self.tags),
             filename=filename,
+            privacy=check_privacy(self.privacy),
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.accounts import Account
 from tests.support.media import make_clip
 from tests.support.metrics import metric
 from tests.support.polling import wait_for
@@ -59,14 +60,14 @@ def _assert_busy(response: httpx.Response, elapsed: float) -> None:
 
 
 def test_uploads_and_event_streams_past_their_caps_are_refused_at_once(
-    test_env: dict[str, str], test_root: Path, media_dir: Path
+    test_env: dict[str, str], test_root: Path, media_dir: Path, account: Account
 ) -> None:
     data = make_clip(media_dir / "backpressure.mp4", seconds=1, size="160x90").read_bytes()
     limits = {"UPLOAD_MAX_CONCURRENT_UPLOADS": "2", "EVENTS_MAX_STREAMS": "2"}
     with own_service("upload", test_env, test_root / "logs" / "backpressure", **limits) as svc:
 
         def post(body: bytes | Iterator[bytes]) -> httpx.Response:
-            headers = {"Content-Type": "video/mp4"}
+            headers = {**account.headers, "Content-Type": "video/mp4"}
             return httpx.post(f"{svc.url}/api/videos", content=body, headers=headers, timeout=60)
 
         held = [HeldRequest(post, data) for _ in range(2)]
@@ -93,7 +94,7 @@ def test_uploads_and_event_streams_past_their_caps_are_refused_at_once(
 
 
 def test_tus_patches_past_the_cap_are_refused_at_once(
-    test_env: dict[str, str], test_root: Path
+    test_env: dict[str, str], test_root: Path, account: Account
 ) -> None:
     limits = {"CHUNKED_UPLOAD_MAX_CONCURRENT_PATCHES": "1"}
     logs = test_root / "logs" / "backpressure-tus"
@@ -102,7 +103,9 @@ def test_tus_patches_past_the_cap_are_refused_at_once(
         def create() -> str:
             # A creation without a body is never capped.
             created = httpx.post(
-                f"{svc.url}/files/", headers={**TUS, "Upload-Length": "4096"}, timeout=30
+                f"{svc.url}/files/",
+                headers={**TUS, **account.headers, "Upload-Length": "4096"},
+                timeout=30,
             )
             assert created.status_code == 201, created.text
             return str(created.headers["location"])
@@ -111,6 +114,7 @@ def test_tus_patches_past_the_cap_are_refused_at_once(
             def patch(body: bytes | Iterator[bytes]) -> httpx.Response:
                 headers = {
                     **TUS,
+                    **account.headers,
                     "Upload-Offset": "0",
                     "Content-Type": "application/offset+octet-stream",
                 }

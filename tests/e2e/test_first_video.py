@@ -10,19 +10,20 @@ import httpx
 import pytest
 
 from shared.runtime.resources import Resources
+from tests.support.accounts import Account
 from tests.support.media import make_clip
 from tests.support.polling import wait_for
 from tests.support.processes import Processes
 from tests.support.signing import signer_of
 
 
-def upload(url: str, path: Path, **params: str) -> httpx.Response:
+def upload(url: str, path: Path, account: Account, **params: str) -> httpx.Response:
     with path.open("rb") as fh:
         return httpx.put(
             f"{url}/api/videos",
             params=params,
             content=fh.read(),
-            headers={"Content-Type": "application/octet-stream"},
+            headers={**account.headers, "Content-Type": "application/octet-stream"},
             timeout=60,
         )
 
@@ -50,9 +51,11 @@ def suite(procs: Processes) -> dict[str, str]:
     return {"upload": upload_proc.url or "", "origin": origin_proc.url or ""}
 
 
-def test_upload_transcode_and_play(suite: dict[str, str], media_dir: Path) -> None:
+def test_upload_transcode_and_play(
+    suite: dict[str, str], media_dir: Path, account: Account
+) -> None:
     clip = make_clip(media_dir / "slice.mp4", seconds=6, size="640x360")
-    response = upload(suite["upload"], clip, title="slice")
+    response = upload(suite["upload"], clip, account, title="slice")
     assert response.status_code == 201, response.text
     video = response.json()
     assert response.headers["location"] == f"/api/videos/{video['id']}"
@@ -90,7 +93,7 @@ def test_upload_transcode_and_play(suite: dict[str, str], media_dir: Path) -> No
 
 
 async def test_not_media_leaves_nothing(
-    suite: dict[str, str], res: Resources, tmp_path: Path
+    suite: dict[str, str], res: Resources, tmp_path: Path, account: Account
 ) -> None:
     junk = tmp_path / "notes.mp4"
     junk.write_bytes(b"this is plain text, not a video\n" * 1000)
@@ -103,7 +106,7 @@ async def test_not_media_leaves_nothing(
                 )
             )
         ).one()
-    response = upload(suite["upload"], junk)
+    response = upload(suite["upload"], junk, account)
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "not_media"
@@ -122,13 +125,13 @@ async def test_not_media_leaves_nothing(
 
 
 def test_sigkill_mid_transcode_then_new_worker(
-    procs: Processes, media_dir: Path, res: Resources
+    procs: Processes, media_dir: Path, res: Resources, account: Account
 ) -> None:
     upload_proc = procs.service("upload")
     origin_proc = procs.service("origin")
     clip = make_clip(media_dir / "long720.mp4", seconds=40, size="1280x720")
     worker = procs.worker("push")
-    video = upload(upload_proc.url or "", clip).json()
+    video = upload(upload_proc.url or "", clip, account).json()
     origin = origin_proc.url or ""
     wait_for(
         lambda: (

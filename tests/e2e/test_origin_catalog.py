@@ -14,6 +14,7 @@ from sqlalchemy import text
 from shared.db.models import Upload, VideoState
 from shared.runtime.resources import Resources
 from shared.videos import progress
+from tests.support.accounts import Account
 from tests.support.media import make_ladder
 from tests.support.origin import seed_video
 from tests.support.processes import Processes
@@ -114,7 +115,7 @@ async def count_rows(res: Resources, video_id: uuid.UUID) -> tuple[int, ...]:
 
 
 async def test_delete_removes_objects_and_rows(
-    origin: str, res: Resources, media_dir: Path
+    origin: str, res: Resources, media_dir: Path, account: Account
 ) -> None:
     ladder = make_ladder(media_dir, seconds=8)
     video = await seed_video(res, ladder, title="doomed", seconds=8)
@@ -145,9 +146,13 @@ async def test_delete_removes_objects_and_rows(
         anonymous = await client.delete(f"/api/videos/{video.id}")
         assert anonymous.status_code == 401 and anonymous.json()["error"] == "unauthorized"
         assert anonymous.headers["www-authenticate"] == "Bearer"
+        # Neither the admin token nor an account's credential.
         wrong = {"Authorization": "Bearer not-the-admin-token"}
         forged = await client.delete(f"/api/videos/{video.id}", headers=wrong)
-        assert forged.status_code == 403 and forged.json()["error"] == "forbidden"
+        assert forged.status_code == 401 and forged.json()["error"] == "unauthorized"
+        # An account that does not own the video (it has no owner: only admins may).
+        stranger = await client.delete(f"/api/videos/{video.id}", headers=account.headers)
+        assert stranger.status_code == 403 and stranger.json()["error"] == "forbidden"
         # Refused deletes touch nothing.
         assert len(await store.list(video.prefix)) == len(video.files) + 1
         assert (await client.get(f"/api/videos/{video.id}")).status_code == 200

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 
-from services.origin.catalog import delete_video
+from services.origin.catalog import OPERATOR, delete_video
 from shared.runtime.resources import Resources
 from shared.videos import progress
 from tests.support.infra import own_queues
@@ -43,7 +43,7 @@ async def test_a_delete_mid_transcode_stops_the_worker_and_leaves_nothing(
         assert encoders, "the worker runs no ffmpeg"
 
         # What the origin's DELETE /api/videos/{id} runs, while ffmpeg is still writing.
-        await delete_video(res, job.video_id)
+        await delete_video(res, job.video_id, OPERATOR)
 
         # The worker checks about once a second; on a busy machine give it longer.
         log = await logged(worker, f"job {job.job_id} done (skipped)", within=30)

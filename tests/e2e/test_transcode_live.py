@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
+from tests.support.accounts import Account
 from tests.support.media import make_clip
 from tests.support.polling import wait_for
 from tests.support.processes import Processes
@@ -28,7 +29,7 @@ def first_uri(playlist: str) -> str:
 
 
 def test_playback_starts_while_the_ladder_is_still_being_written(
-    procs: Processes, media_dir: Path
+    procs: Processes, media_dir: Path, account: Account
 ) -> None:
     upload = procs.service("upload").url
     origin = procs.service("origin").url
@@ -39,7 +40,7 @@ def test_playback_starts_while_the_ladder_is_still_being_written(
         f"{upload}/api/videos",
         params={"title": "live"},
         content=clip.read_bytes(),
-        headers={"Content-Type": "application/octet-stream"},
+        headers={**account.headers, "Content-Type": "application/octet-stream"},
         timeout=60,
     )
     assert response.status_code == 201, response.text

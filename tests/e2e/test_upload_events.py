@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.accounts import Account
 from tests.support.media import make_clip
 from tests.support.processes import Processes
 
@@ -45,7 +46,9 @@ def read_events(
             return events
 
 
-def test_events_follow_the_upload_and_the_transcode(procs: Processes, media_dir: Path) -> None:
+def test_events_follow_the_upload_and_the_transcode(
+    procs: Processes, media_dir: Path, account: Account
+) -> None:
     upload = procs.service("upload", env={"UPLOAD_PROGRESS_INTERVAL_SECONDS": "0.05"})
     procs.worker("push")
     data = make_clip(media_dir / "events-clip.mp4", seconds=2, size="320x180").read_bytes()
@@ -69,7 +72,7 @@ def test_events_follow_the_upload_and_the_transcode(procs: Processes, media_dir:
     created = httpx.put(
         f"{upload.url}/api/videos/{video_id}",
         content=slow_body(),
-        headers={"Content-Type": "video/mp4"},
+        headers={**account.headers, "Content-Type": "video/mp4"},
         timeout=60,
     )
     assert created.status_code == 201, created.text
@@ -84,7 +87,9 @@ def test_events_follow_the_upload_and_the_transcode(procs: Processes, media_dir:
     assert events[-1][0] == "end" and events[-1][1]["stage"] == "ready"
 
     again = httpx.put(
-        f"{upload.url}/api/videos/{video_id}", content=data, headers={"Content-Type": "video/mp4"}
+        f"{upload.url}/api/videos/{video_id}",
+        content=data,
+        headers={**account.headers, "Content-Type": "video/mp4"},
     )
     assert again.status_code == 409 and again.json()["error"] == "conflict"
     # A finished video's stream says so at once and ends.

@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from services.upload.tls import ensure_self_signed
 from shared.runtime.resources import Resources
+from tests.support.accounts import Account
 from tests.support.infra import private_queues
 from tests.support.media import MIB, make_clip, padded_media, sha256_file
 from tests.support.polling import wait_for
@@ -81,6 +82,11 @@ def clip(media_dir: Path) -> Path:
     return make_clip(media_dir / "upload-clip.mp4", seconds=2, size="320x180")
 
 
+def authorization(account: Account) -> str:
+    """The account's ``Authorization`` header, as curl's ``-H`` takes it."""
+    return f"Authorization: {account.headers['Authorization']}"
+
+
 def curl(args: list[str], path: Path, url: str, *headers: str) -> tuple[str, int, dict]:
     """PUT ``path`` streamed by curl; returns the HTTP version, the status and the JSON body."""
     cmd = [
@@ -112,14 +118,16 @@ async def snapshot(res: Resources) -> tuple[set[str], int, list[Path]]:
     return keys, rows, sorted(root.rglob("*.part"))
 
 
-def test_raw_body_over_http1_h2c_and_h2_over_tls(upload: Upload, clip: Path) -> None:
+def test_raw_body_over_http1_h2c_and_h2_over_tls(
+    upload: Upload, clip: Path, account: Account
+) -> None:
     protocols = {
         "1.1": (["--http1.1"], f"{upload.url}/api/videos?title=one&tags=a,b"),
         "2": (["--http2-prior-knowledge"], f"{upload.url}/api/videos?title=two"),
         "2-tls": (["--http2", "--cacert", str(upload.cert)], f"{upload.tls_url}/api/videos"),
     }
     for name, (args, url) in protocols.items():
-        version, status, body = curl(args, clip, url)
+        version, status, body = curl(args, clip, url, authorization(account))
         assert status == 201, body
         assert version == name.split("-")[0]
         assert body["sha256"] == sha256_file(clip) and body["size_bytes"] == clip.stat().st_size
@@ -129,9 +137,9 @@ def test_raw_body_over_http1_h2c_and_h2_over_tls(upload: Upload, clip: Path) -> 
 
 
 async def test_browser_form_is_streamed_with_its_metadata(
-    upload: Upload, clip: Path, res: Resources
+    upload: Upload, clip: Path, res: Resources, account: Account
 ) -> None:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=account.headers) as client:
         response = await client.post(
             f"{upload.url}/api/videos",
             data={"title": "From a form", "description": "made in a test", "tags": "x, y"},
@@ -150,11 +158,13 @@ async def test_browser_form_is_streamed_with_its_metadata(
     assert hashlib.sha256(stored).hexdigest() == sha256_file(clip)
 
 
-async def test_content_digest_verified(upload: Upload, clip: Path, res: Resources) -> None:
+async def test_content_digest_verified(
+    upload: Upload, clip: Path, res: Resources, account: Account
+) -> None:
     data = clip.read_bytes()
     good = base64.b64encode(hashlib.sha256(data).digest()).decode()
     bad = base64.b64encode(hashlib.sha256(b"something else").digest()).decode()
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=account.headers) as client:
         ok = await client.put(
             f"{upload.url}/api/videos",
             content=data,
@@ -190,7 +200,7 @@ async def test_content_digest_verified(upload: Upload, clip: Path, res: Resource
 
 
 async def test_size_limit_is_enforced_while_streaming(
-    test_env: dict[str, str], test_root: Path, clip: Path, res: Resources
+    test_env: dict[str, str], test_root: Path, clip: Path, res: Resources, account: Account
 ) -> None:
     manager = Processes(test_root / "logs" / "upload-small", test_env)
     try:
@@ -208,6 +218,8 @@ async def test_size_limit_is_enforced_while_streaming(
                     "-",
                     "-H",
                     "Content-Type: application/octet-stream",
+                    "-H",
+                    authorization(account),
                     *args,
                     "-w",
                     "\n%{http_code}",
@@ -238,6 +250,8 @@ async def test_size_limit_is_enforced_while_streaming(
                     str(too_big),
                     "-H",
                     "Content-Type: application/octet-stream",
+                    "-H",
+                    authorization(account),
                     *args,
                     "-w",
                     "\n%{http_code} %{size_upload}",
@@ -253,7 +267,7 @@ async def test_size_limit_is_enforced_while_streaming(
             if args[0] == "--http1.1":
                 assert int(sent) == 0, "the body was sent although the server refused it"
         # A client that sends it unasked gets the answer too: the server drains a small excess.
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with httpx.AsyncClient(timeout=60, headers=account.headers) as client:
             for _ in range(5):
                 unasked = await client.put(
                     f"{small.url}/api/videos",
@@ -292,7 +306,7 @@ class PeakRss:
 
 @pytest.mark.slow
 async def test_one_gib_over_h2c_and_h2_tls_with_flat_memory(
-    upload: Upload, clip: Path, test_root: Path, res: Resources
+    upload: Upload, clip: Path, test_root: Path, res: Resources, account: Account
 ) -> None:
     big = padded_media(clip, test_root / "one-gib.mp4", GIB, random=False)
     expected = sha256_file(big)
@@ -302,7 +316,9 @@ async def test_one_gib_over_h2c_and_h2_tls_with_flat_memory(
             (["--http2", "--cacert", str(upload.cert)], f"{upload.tls_url}/api/videos"),
         ):
             with PeakRss(upload.pid) as rss:
-                version, status, body = await asyncio.to_thread(curl, args, big, url)
+                version, status, body = await asyncio.to_thread(
+                    curl, args, big, url, authorization(account)
+                )
             assert (version, status) == ("2", 201), body
             assert body["size_bytes"] == GIB and body["sha256"] == expected
             assert rss.peak < 150 * MIB, f"peak RSS {rss.peak / MIB:.0f} MiB"

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
+from tests.support.accounts import Account
 from tests.support.browser import launch_chromium
 from tests.support.media import make_clip
 from tests.support.ports import free_port
@@ -17,7 +18,7 @@ from tests.support.processes import Processes
 
 @pytest.mark.parametrize("site", ["same", "other"])
 def test_chromium_uploads_through_the_page_and_sees_ready(
-    procs: Processes, media_dir: Path, site: str
+    procs: Processes, media_dir: Path, site: str, account: Account
 ) -> None:
     port = free_port()
     # The page sends only to its own origin or to an endpoint the server lists in it.
@@ -41,6 +42,7 @@ def test_chromium_uploads_through_the_page_and_sees_ready(
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(page_url)
+            page.fill("#credential", account.api_key)
             page.set_input_files("#file", str(clip))
             page.fill("#title", "From Chromium")
             page.click("#start")
@@ -59,3 +61,4 @@ def test_chromium_uploads_through_the_page_and_sees_ready(
     video = httpx.get(f"{service.url}/api/videos/{video_id}").json()
     assert video["state"] == "ready" and video["title"] == "From Chromium"
     assert video["filename"] == "page-clip.mp4" and video["size_bytes"] == clip.stat().st_size
+    assert video["owner_id"] == str(account.user_id) and video["privacy"] == "public"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -10,17 +9,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from shared.db.models import Upload
 from shared.runtime.resources import Resources
+from tests.support.accounts import Account
 from tests.support.infra import private_queues
 from tests.support.media import MIB, make_clip, padded_media, sha256_file
 from tests.support.paths import ROOT
 from tests.support.polling import wait_for
 from tests.support.ports import free_port
 from tests.support.processes import VSP, Processes
-from tests.support.upload import source_sha256
-
-TUS = {"Tus-Resumable": "1.0.0"}
+from tests.support.upload import TUS, client_env, source_sha256, video_id_of
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def saved_urls(home: Path) -> list[str]:
     return next(iter(state.values()), [])
 
 
-def server_offset(url: str) -> int:
-    response = httpx.head(url, headers=TUS, timeout=5)
+def server_offset(url: str, account: Account) -> int:
+    response = httpx.head(url, headers={**TUS, **account.headers}, timeout=5)
     return int(response.headers["upload-offset"]) if response.status_code == 200 else -1
 
 
@@ -75,21 +75,22 @@ async def test_cli_killed_mid_upload_resumes(
     source: Path,
     res: Resources,
     queues: dict[str, str],
+    account: Account,
 ) -> None:
     service = procs.service("chunked_upload", env=queues)
-    env = {**test_env, "HOME": str(tmp_path)}
+    env = {**client_env(account), **test_env, "HOME": str(tmp_path)}
     args = ["--resumable", "--url", service.url or "", "--chunk-size", str(128 * 1024), str(source)]
     first = cli(env, *args, "--limit-rate", str(MIB))
     url = wait_for(lambda: (saved_urls(tmp_path) or [None])[0], timeout=60, what="upload created")
-    wait_for(lambda: server_offset(url) >= MIB, timeout=60, what="a first MiB stored")
+    wait_for(lambda: server_offset(url, account) >= MIB, timeout=60, what="a first MiB stored")
     first.kill()
     first.wait()
-    reached = server_offset(url)
+    reached = server_offset(url, account)
     assert 0 < reached < source.stat().st_size
 
     second = cli(env, *args)
     video, out = finish(second)
-    assert video["id"] == url.rsplit("/", 1)[1]  # the same upload went on
+    assert video["id"] == video_id_of(url, account)  # the same upload went on
     assert "resuming" in out
     assert await source_sha256(res.need_store(), video["id"]) == sha256_file(source)
     assert video["sha256"] == sha256_file(source) and video["state"] in (
@@ -106,13 +107,13 @@ async def test_server_killed_mid_upload_then_restarted(
     source: Path,
     res: Resources,
     queues: dict[str, str],
+    account: Account,
 ) -> None:
     port = free_port()
     env = {"CHUNKED_UPLOAD_LOCK_TTL_SECONDS": "2", **queues}
     service = procs.service("chunked_upload", port=port, env=env)
-    client_env = {**test_env, "HOME": str(tmp_path)}
     upload = cli(
-        client_env,
+        {**client_env(account), **test_env, "HOME": str(tmp_path)},
         "--resumable",
         "--url",
         service.url or "",
@@ -123,11 +124,11 @@ async def test_server_killed_mid_upload_then_restarted(
         str(source),
     )
     url = wait_for(lambda: (saved_urls(tmp_path) or [None])[0], timeout=60, what="upload created")
-    wait_for(lambda: server_offset(url) >= MIB, timeout=60, what="a first MiB stored")
+    wait_for(lambda: server_offset(url, account) >= MIB, timeout=60, what="a first MiB stored")
     service.kill()  # SIGKILL, mid-request most likely: the client sees its connection drop
     procs.service("chunked_upload", port=port, env=env)
     video, _ = finish(upload)
-    assert video["id"] == url.rsplit("/", 1)[1]
+    assert video["id"] == video_id_of(url, account)
     assert await source_sha256(res.need_store(), video["id"]) == sha256_file(source)
 
 
@@ -138,10 +139,11 @@ async def test_cli_parallel_partial_uploads(
     source: Path,
     res: Resources,
     queues: dict[str, str],
+    account: Account,
 ) -> None:
     service = procs.service("chunked_upload", env=queues)
     proc = cli(
-        {**test_env, "HOME": str(tmp_path)},
+        {**client_env(account), **test_env, "HOME": str(tmp_path)},
         "--resumable",
         "--parallel",
         "4",
@@ -153,6 +155,8 @@ async def test_cli_parallel_partial_uploads(
     )
     video, _ = finish(proc)
     assert video["title"] == "four parts" and video["size_bytes"] == source.stat().st_size
-    head = await asyncio.to_thread(httpx.head, f"{service.url}/files/{video['id']}", headers=TUS)
-    assert len(head.headers["upload-concat"].split(";", 1)[1].split()) == 4
+    async with res.need_db().session() as session:
+        final = await session.scalar(select(Upload).where(Upload.video_id == video["id"]))
+    assert final is not None and final.partials is not None and len(final.partials) == 4
+    assert final.owner_id == account.user_id
     assert await source_sha256(res.need_store(), video["id"]) == sha256_file(source)

@@ -18,13 +18,25 @@ from tests.support.vsp_up import VspUp, suite_env
 
 
 def test_vsp_up_prints_a_playable_signed_url(test_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**test_env, **suite_env(), "STORAGE_ROOT": str(tmp_path / "o")}
+    ports = suite_env()
+    env = {**test_env, **ports, "STORAGE_ROOT": str(tmp_path / "o")}
     started = time.monotonic()
     suite = VspUp.start(env, tmp_path / "run")
     try:
         url = suite.wait_line(r"Signed master URL: (\S+)", timeout=120)[1]
         elapsed = time.monotonic() - started
         assert elapsed < 120, f"took {elapsed:.0f} s"
+        # The demo uploader it printed signs in, and its API key works.
+        origin = f"http://127.0.0.1:{ports['ORIGIN_PORT']}"
+        name = suite.wait_line(r"Sign in as: +(\S+)", timeout=1)[1]
+        password = suite.wait_line(r"Password: +(\S+)", timeout=1)[1]
+        key = suite.wait_line(r"API key: +(vsp_\S+)", timeout=1)[1]
+        login = httpx.post(
+            f"{origin}/api/auth/token", data={"username": name, "password": password}, timeout=10
+        )
+        assert login.status_code == 200, login.text
+        me = httpx.get(f"{origin}/api/me", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert me.json()["name"] == name == "demo"
         decoded = subprocess.run(
             ["ffmpeg", "-v", "error", "-i", url, "-map", "0", "-f", "null", "-"],
             capture_output=True,

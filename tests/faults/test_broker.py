@@ -21,6 +21,7 @@ from shared.db.models import TranscodeJobRow as JobRow
 from shared.mq.broker import Broker
 from shared.mq.topology import JOB_ROUTING_KEY, Topology
 from shared.runtime.resources import Resources
+from tests.support.accounts import Account
 from tests.support.infra import AMQP_URL, PrivateRabbit, delete_topology
 from tests.support.media import make_clip
 from tests.support.polling import eventually, logged
@@ -46,7 +47,12 @@ async def _job_rows(res: Resources, video_id: uuid.UUID) -> list[JobRow]:
 
 @pytest.mark.parametrize("mode", ["push", "pull"])
 async def test_an_upload_while_the_broker_is_down_is_transcoded_once_it_is_back(
-    rabbit: PrivateRabbit, mode: str, procs: Processes, res: Resources, media_dir: Path
+    rabbit: PrivateRabbit,
+    mode: str,
+    procs: Processes,
+    res: Resources,
+    media_dir: Path,
+    account: Account,
 ) -> None:
     env = {"AMQP_URL": rabbit.url, "MQ_PREFIX": f"outage-{mode}-{uuid.uuid4().hex[:6]}"}
     upload = procs.service("upload", env=env, wait=False)
@@ -66,7 +72,7 @@ async def test_an_upload_while_the_broker_is_down_is_transcoded_once_it_is_back(
                 f"{upload.url}/api/videos",
                 params={"title": "during the outage"},
                 content=clip.read_bytes(),
-                headers={"Content-Type": "application/octet-stream"},
+                headers={**account.headers, "Content-Type": "application/octet-stream"},
             )
             assert response.status_code == 201, response.text
             video_id = uuid.UUID(response.json()["id"])

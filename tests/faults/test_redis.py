@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from shared.db.models import Video, VideoState
 from shared.runtime.resources import Resources
 from shared.videos import progress
+from tests.support.accounts import Account
 from tests.support.infra import PrivateRedis
 from tests.support.media import make_clip
 from tests.support.polling import eventually
@@ -37,21 +38,24 @@ def upload(
         yield service
 
 
-def _post(url: str, data: bytes) -> httpx.Response:
+def _post(url: str, data: bytes, account: Account) -> httpx.Response:
     return httpx.post(
-        f"{url}/api/videos", content=data, headers={"Content-Type": "video/mp4"}, timeout=60
+        f"{url}/api/videos",
+        content=data,
+        headers={**account.headers, "Content-Type": "video/mp4"},
+        timeout=60,
     )
 
 
 def test_the_next_upload_after_a_redis_restart_succeeds_and_an_outage_is_a_503(
-    upload: OwnService, private_redis: PrivateRedis, media_dir: Path
+    upload: OwnService, private_redis: PrivateRedis, media_dir: Path, account: Account
 ) -> None:
     data = make_clip(media_dir / "redis-restart.mp4", seconds=1, size="160x90").read_bytes()
-    assert _post(upload.url, data).status_code == 201
+    assert _post(upload.url, data, account).status_code == 201
 
     # The service's pooled connections all die with the server; none is used until the upload.
     private_redis.restart()
-    after = _post(upload.url, data)
+    after = _post(upload.url, data, account)
     assert after.status_code == 201, after.text
     video = httpx.get(f"{upload.url}{after.headers['location']}", timeout=10)
     assert video.status_code == 200 and video.json()["state"] == "queued"
@@ -61,13 +65,13 @@ def test_the_next_upload_after_a_redis_restart_succeeds_and_an_outage_is_a_503(
     assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "down"
     assert ready.json()["checks"]["database"] == "ok"
     assert httpx.get(f"{upload.url}/healthz", timeout=10).status_code == 200  # liveness holds
-    refused = _post(upload.url, data)
+    refused = _post(upload.url, data, account)
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"] == "service_unavailable" and refused.headers["retry-after"]
 
     private_redis.start()
     assert httpx.get(f"{upload.url}/readyz", timeout=10).status_code == 200
-    assert _post(upload.url, data).status_code == 201
+    assert _post(upload.url, data, account).status_code == 201
 
 
 class Stream:

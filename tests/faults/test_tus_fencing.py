@@ -21,11 +21,20 @@ import pytest
 
 from services.chunked_upload.lock import lock_key
 from shared.runtime.resources import Resources
+from tests.support.accounts import Account
 from tests.support.infra import private_queues
 from tests.support.media import make_clip, padded_media, sha256_file
 from tests.support.polling import eventually
 from tests.support.processes import Processes
-from tests.support.upload import PATCH, TUS, env_store, part_bytes, source_sha256, tus_storage
+from tests.support.upload import (
+    PATCH,
+    TUS,
+    VIDEO_ID,
+    env_store,
+    part_bytes,
+    source_sha256,
+    tus_storage,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +53,7 @@ async def test_a_writer_that_lost_its_lock_cannot_corrupt_the_upload(
     res: Resources,
     request: pytest.FixtureRequest,
     backend: str,
+    account: Account,
 ) -> None:
     moto = request.getfixturevalue("moto_endpoint") if backend == "s3" else None
     env = {**queues, **tus_storage(backend, moto), "CHUNKED_UPLOAD_LOCK_TTL_SECONDS": "1"}
@@ -57,13 +67,14 @@ async def test_a_writer_that_lost_its_lock_cannot_corrupt_the_upload(
     store = env_store({**test_env, **env})
 
     async with (
-        httpx.AsyncClient(base_url=replica_a.url, timeout=60) as one,
-        httpx.AsyncClient(base_url=replica_b.url, timeout=60) as two,
+        httpx.AsyncClient(base_url=replica_a.url, timeout=60, headers=account.headers) as one,
+        httpx.AsyncClient(base_url=replica_b.url, timeout=60, headers=account.headers) as two,
     ):
         created = await one.post("/files/", headers={**TUS, "Upload-Length": str(len(data))})
         assert created.status_code == 201, created.text
         path = created.headers["location"]
         upload_id = uuid.UUID(path.rsplit("/", 1)[1])
+        video_id = created.headers[VIDEO_ID]
 
         async def offset() -> int:
             answer = await two.head(path, headers=TUS)
@@ -114,8 +125,8 @@ async def test_a_writer_that_lost_its_lock_cannot_corrupt_the_upload(
         )
         assert last.status_code == 204, last.text
         assert last.headers["upload-offset"] == str(len(data))
-        video = (await two.get(f"/api/videos/{upload_id}")).json()
+        video = (await two.get(f"/api/videos/{video_id}")).json()
     assert video["state"] == "queued" and video["sha256"] == sha256_file(source)
-    assert await source_sha256(store, str(upload_id)) == sha256_file(source)
+    assert await source_sha256(store, video_id) == sha256_file(source)
     assert not await store.list(f"uploads/{upload_id}/")  # no tail of either writer is left
     await store.close()

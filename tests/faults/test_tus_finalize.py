@@ -15,12 +15,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.accounts import Account, create_account
 from tests.support.infra import PrivatePostgres, private_queues
 from tests.support.media import MIB, make_clip, padded_media, sha256_file
 from tests.support.polling import eventually, logged
 from tests.support.ports import free_port
-from tests.support.processes import Processes
-from tests.support.upload import PATCH, TUS, env_store, part_bytes, source_sha256, tus_storage
+from tests.support.processes import Proc, Processes
+from tests.support.upload import (
+    PATCH,
+    TUS,
+    VIDEO_ID,
+    env_store,
+    part_bytes,
+    source_sha256,
+    tus_storage,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +51,10 @@ async def _head(client: httpx.AsyncClient, url: str) -> httpx.Response:
 
 
 async def _start(
-    client: httpx.AsyncClient, data: bytes, first_bytes: int
-) -> tuple[str, asyncio.Task[httpx.Response]]:
-    """Create an upload, send its first bytes, then the rest; the URL and the last PATCH."""
+    client: httpx.AsyncClient, service: Proc, data: bytes, first_bytes: int
+) -> tuple[str, str, asyncio.Task[httpx.Response]]:
+    """Create an upload, send its first bytes, then the rest, until finalizing stalls; the URL,
+    the video's id and the last PATCH."""
     created = await client.post("/files/", headers={**TUS, "Upload-Length": str(len(data))})
     assert created.status_code == 201, created.text
     url = created.headers["location"]
@@ -55,12 +65,16 @@ async def _start(
     last = client.patch(
         url, content=data[first_bytes:], headers={**PATCH, "Upload-Offset": str(first_bytes)}
     )
-    return url, asyncio.create_task(last)
+    patched = asyncio.create_task(last)
+    upload_id = url.rsplit("/", 1)[1]
+    await logged(service, f"upload {upload_id}: finalizing stalls", within=30)
+    return url, created.headers[VIDEO_ID], patched
 
 
-async def _finished_by_head(client: httpx.AsyncClient, url: str, length: int) -> None:
+async def _finished_by_head(
+    client: httpx.AsyncClient, url: str, video_id: str, length: int
+) -> None:
     """Poll HEAD until the upload is done, checking the video exists by then."""
-    video_id = url.rsplit("/", 1)[1]
 
     async def done() -> httpx.Response | None:
         answer = await _head(client, url)
@@ -86,6 +100,7 @@ async def test_killed_while_finalizing_the_video_appears_after_restart(
     request: pytest.FixtureRequest,
     backend: str,
     finisher: str,
+    account: Account,
 ) -> None:
     moto = request.getfixturevalue("moto_endpoint") if backend == "s3" else None
     env = {
@@ -102,10 +117,11 @@ async def test_killed_while_finalizing_the_video_appears_after_restart(
         "chunked_upload", port=port, env={**env, "CHUNKED_UPLOAD_FAULT_STALL_AT": "assembled"}
     )
     data = source.read_bytes()
-    async with httpx.AsyncClient(base_url=stalled.url, timeout=60) as client:
-        url, last = await _start(client, data, part_bytes({**test_env, **env}) + 1000)
-        video_id = url.rsplit("/", 1)[1]
-        await logged(stalled, f"upload {video_id}: finalizing stalls", within=30)
+    async with httpx.AsyncClient(
+        base_url=stalled.url, timeout=60, headers=account.headers
+    ) as client:
+        first_bytes = part_bytes({**test_env, **env}) + 1000
+        url, video_id, last = await _start(client, stalled, data, first_bytes)
 
         # Every byte is stored, the source is joined, but there is no video: nobody hears "done".
         during = await _head(client, url)
@@ -119,14 +135,16 @@ async def test_killed_while_finalizing_the_video_appears_after_restart(
             await last
 
     procs.service("chunked_upload", port=port, env=env)
-    async with httpx.AsyncClient(base_url=stalled.url, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=stalled.url, timeout=60, headers=account.headers
+    ) as client:
 
         async def video() -> dict | None:
             found = await client.get(f"/api/videos/{video_id}")
             return found.json() if found.status_code == 200 else None
 
         if finisher == "head":
-            await _finished_by_head(client, url, len(data))
+            await _finished_by_head(client, url, video_id, len(data))
         else:
             await eventually(video, within=30, what="the sweeper to finish the upload")
             answer = await _head(client, url)
@@ -135,7 +153,7 @@ async def test_killed_while_finalizing_the_video_appears_after_restart(
     assert made is not None and made["state"] == "queued"
     assert made["sha256"] == sha256_file(source)  # read back: the bytes reached a dead process
     assert await source_sha256(store, video_id) == sha256_file(source)
-    assert not await store.list(f"uploads/{video_id}/")
+    assert not await store.list(f"uploads/{url.rsplit('/', 1)[1]}/")
     await store.close()
 
 
@@ -146,6 +164,8 @@ async def test_a_database_outage_while_finalizing_keeps_the_bytes(
     source: Path,
     private_postgres: PrivatePostgres,
 ) -> None:
+    # The service runs on a database of its own: its account is made there.
+    account = create_account({"DATABASE_URL": private_postgres.url})
     env = {
         **queues,
         **tus_storage("fs"),
@@ -157,10 +177,11 @@ async def test_a_database_outage_while_finalizing_keeps_the_bytes(
     store = env_store({**test_env, **env})
     service = procs.service("chunked_upload", env=env)
     data = source.read_bytes()
-    async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
-        url, last = await _start(client, data, part_bytes({**test_env, **env}) + 1000)
-        video_id = url.rsplit("/", 1)[1]
-        await logged(service, f"upload {video_id}: finalizing stalls", within=30)
+    async with httpx.AsyncClient(
+        base_url=service.url, timeout=60, headers=account.headers
+    ) as client:
+        first_bytes = part_bytes({**test_env, **env}) + 1000
+        url, video_id, last = await _start(client, service, data, first_bytes)
         private_postgres.stop()  # the commit of the video is next, and fails
 
         answered = await last
@@ -170,7 +191,7 @@ async def test_a_database_outage_while_finalizing_keeps_the_bytes(
         assert (await store.stat(f"videos/{video_id}/source")).size == len(data)
 
         private_postgres.start()
-        await _finished_by_head(client, url, len(data))
+        await _finished_by_head(client, url, video_id, len(data))
         video = (await client.get(f"/api/videos/{video_id}")).json()
     assert video["state"] == "queued" and video["sha256"] == sha256_file(source)
     assert await source_sha256(store, video_id) == sha256_file(source)

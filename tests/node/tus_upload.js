@@ -1,5 +1,6 @@
 // Upload a file with tus-js-client under node; resumes from the URL stored by an earlier run.
 // Usage: node tus_upload.js ENDPOINT FILE STORE_JSON [--chunk BYTES] [--parallel N] [--die-after BYTES]
+// The account's API key comes from VSP_API_KEY; the video's id is printed once known.
 "use strict";
 const fs = require("fs");
 const tus = require("tus-js-client");
@@ -20,6 +21,7 @@ const upload = new tus.Upload(input, {
   parallelUploads: opts.parallel,
   retryDelays: [0, 500, 1000, 2000, 3000, 5000],
   metadata: { filename: path.split("/").pop(), title: "tus-js-client upload" },
+  headers: { Authorization: `Bearer ${process.env.VSP_API_KEY}` },
   urlStorage: new tus.FileUrlStorage(store),
   fingerprint: async () => `vsp-test-${path}-${size}-${opts.parallel}`,
   onUploadUrlAvailable: () => console.log(`url ${upload.url}`),

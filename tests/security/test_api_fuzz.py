@@ -2,7 +2,8 @@
 
 Each service is started as a real process (the edge over an origin, the balancer over that
 edge) and every operation of its ``/openapi.json`` gets generated requests, valid and invalid,
-with the admin token the test set and without it. No answer may be a 5xx or differ from the
+with the admin token the test set, an account's API key where the operation names the bearer
+security scheme, a wrong one, and without any. No answer may be a 5xx or differ from the
 schema: undeclared status, content type or body shape. Examples are derandomized so a run is
 repeatable; at least ``REQUESTS_PER_SERVICE`` requests reach each service.
 
@@ -35,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.support.accounts import Account
 from tests.support.processes import Proc, Processes
 
 REQUESTS_PER_SERVICE = 500
@@ -129,19 +131,34 @@ class Run:
         return f"{self.operation.label} ({self.mode.value}, {fixed})"
 
 
-def _runs(operation: Any, name: str) -> list[Run]:
+def _secured(operation: Any) -> bool:
+    return bool(operation.definition.raw.get("security"))
+
+
+def _runs(operation: Any, name: str, account: Account) -> list[Run]:
     """Both generation modes, each with every header generated and with some of them fixed.
 
-    An operation taking the admin token is also fuzzed with the right token (to reach its
-    handler) and a wrong one; a tus operation also with the protocol version it requires.
+    An operation taking the admin token or an account's credential is also fuzzed with the
+    right one (to reach its handler) and a wrong one; a tus operation also with the protocol
+    version it requires, with the account's credential.
     """
     variants: list[dict[str, str] | None] = [None]
+    credentials: list[str] = []
     token = token_of(name)
-    if token and _takes_header(operation, "authorization"):
-        variants += [{"authorization": f"Bearer {token}"}, {"authorization": f"Bearer x{token}"}]
+    if token and (_takes_header(operation, "authorization") or _secured(operation)):
+        credentials.append(token)
+    if _secured(operation):
+        credentials.append(account.api_key)
+    for credential in credentials:
+        variants += [
+            {"authorization": f"Bearer {credential}"},
+            {"authorization": f"Bearer x{credential}"},
+        ]
     for header, value in PROTOCOL_HEADERS.get(name, {}).items():
         if _takes_header(operation, header):
             variants.append({header: value})
+            if _secured(operation):
+                variants.append({header: value, **account.headers})
     return [Run(operation, mode, h) for mode in GenerationMode for h in variants]
 
 
@@ -190,10 +207,10 @@ def _fuzz(
     return sent
 
 
-def fuzz_service(name: str, base_url: str) -> Tally:
+def fuzz_service(name: str, base_url: str, account: Account) -> Tally:
     """Fuzz every operation of service ``name`` at ``base_url`` until enough requests were sent."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
-    runs = [run for op in schema.get_all_operations() for run in _runs(op.ok(), name)]
+    runs = [run for op in schema.get_all_operations() for run in _runs(op.ok(), name, account)]
     tally = Tally()
     with requests.Session() as session:
         for seed in range(MAX_PASSES):
@@ -208,12 +225,12 @@ def fuzz_service(name: str, base_url: str) -> Tally:
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_openapi_fuzz(fleet: dict[str, Proc], name: str) -> None:
+def test_openapi_fuzz(fleet: dict[str, Proc], name: str, account: Account) -> None:
     url = fleet[name].url
     fleet[name].wait_ready(timeout=90)
     started = time.monotonic()
     try:
-        tally = fuzz_service(name, url)
+        tally = fuzz_service(name, url, account)
     finally:
         if name == "redirector":
             # The fuzzer changed the configuration all instances share: back to the environment.

@@ -22,6 +22,7 @@ import pytest
 
 from shared.runtime.resources import Resources
 from shared.storage.s3 import S3Store
+from tests.support.accounts import Account
 from tests.support.infra import own_queues
 from tests.support.media import ffmpeg_file, make_clip
 from tests.support.processes import Processes
@@ -81,12 +82,14 @@ def listener() -> Iterator[Listener]:
 class Upload:
     url: str
     res: Resources  # the session's clients, with the store this service writes to
+    account: Account  # who uploads
 
 
 @contextlib.asynccontextmanager
 async def start_upload(
     procs: Processes,
     res: Resources,
+    account: Account,
     *,
     s3_endpoint: str | None = None,
     env: dict[str, str] | None = None,
@@ -113,7 +116,7 @@ async def start_upload(
         )
     proc = procs.service("upload", env=env)
     try:
-        yield Upload(proc.url, replace(res, store=store))
+        yield Upload(proc.url, replace(res, store=store), account)
     finally:
         if store is not res.store:
             await store.close()
@@ -121,17 +124,17 @@ async def start_upload(
 
 @pytest.fixture(params=["fs", "s3"])
 async def upload(
-    request: pytest.FixtureRequest, procs: Processes, res: Resources
+    request: pytest.FixtureRequest, procs: Processes, res: Resources, account: Account
 ) -> AsyncIterator[Upload]:
     """The upload service on each storage backend."""
     endpoint = request.getfixturevalue("moto_endpoint") if request.param == "s3" else None
-    async with start_upload(procs, res, s3_endpoint=endpoint) as running:
+    async with start_upload(procs, res, account, s3_endpoint=endpoint) as running:
         yield running
 
 
 @pytest.fixture
-async def fs_upload(procs: Processes, res: Resources) -> AsyncIterator[Upload]:
-    async with start_upload(procs, res) as running:
+async def fs_upload(procs: Processes, res: Resources, account: Account) -> AsyncIterator[Upload]:
+    async with start_upload(procs, res, account) as running:
         yield running
 
 
@@ -140,7 +143,7 @@ async def post(upload: Upload, body: bytes) -> httpx.Response:
         return await client.post(
             f"{upload.url}/api/videos",
             content=body,
-            headers={"Content-Type": "application/octet-stream"},
+            headers={**upload.account.headers, "Content-Type": "application/octet-stream"},
         )
 
 
@@ -254,11 +257,12 @@ def over_the_limits(media_dir: Path) -> dict[str, tuple[Path, str]]:
 
 
 async def test_media_over_the_limits_is_refused_naming_the_limit(
-    procs: Processes, res: Resources, media_dir: Path
+    procs: Processes, res: Resources, media_dir: Path, account: Account
 ) -> None:
     samples = over_the_limits(media_dir)
     # The duration limit is lowered for this service; the others keep their defaults.
-    async with start_upload(procs, res, env={"MEDIA_MAX_DURATION_SECONDS": "3"}) as upload:
+    limits = {"MEDIA_MAX_DURATION_SECONDS": "3"}
+    async with start_upload(procs, res, account, env=limits) as upload:
         for limit, (path, words) in samples.items():
             answer = await assert_refused_and_nothing_kept(upload, path.read_bytes())
             assert answer["detail"] == words, (limit, answer)

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from shared.runtime.resources import Resources
+from tests.support.accounts import Account
 from tests.support.media import MIB, make_clip
 from tests.support.paths import ROOT
 from tests.support.security import Leftovers, assert_cheap, assert_nothing_kept, cheap, refused
@@ -57,8 +58,8 @@ async def kept(tus: OwnService) -> AsyncIterator[Resources]:
 
 
 @pytest.fixture
-async def client(tus: OwnService) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=tus.url, timeout=30) as c:
+async def client(tus: OwnService, account: Account) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=tus.url, timeout=30, headers=account.headers) as c:
         yield c
 
 
@@ -66,9 +67,11 @@ def b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
-def _timed(tus: OwnService, hostile: Callable[[httpx.Client], httpx.Response]) -> httpx.Response:
+def _timed(
+    tus: OwnService, account: Account, hostile: Callable[[httpx.Client], httpx.Response]
+) -> httpx.Response:
     with (
-        httpx.Client(base_url=tus.url, timeout=30) as sender,
+        httpx.Client(base_url=tus.url, timeout=30, headers=account.headers) as sender,
         httpx.Client(base_url=tus.url, timeout=30) as beside,
     ):
         cost, response = cheap(lambda: hostile(sender), lambda: beside.get("/readyz"))
@@ -77,10 +80,10 @@ def _timed(tus: OwnService, hostile: Callable[[httpx.Client], httpx.Response]) -
 
 
 async def _cheap(
-    tus: OwnService, hostile: Callable[[httpx.Client], httpx.Response]
+    tus: OwnService, account: Account, hostile: Callable[[httpx.Client], httpx.Response]
 ) -> httpx.Response:
-    """``hostile`` timed beside a normal request; its last answer."""
-    return await asyncio.to_thread(_timed, tus, hostile)
+    """``hostile``, sent as ``account``, timed beside a normal request; its last answer."""
+    return await asyncio.to_thread(_timed, tus, account, hostile)
 
 
 async def test_bad_titles_and_filenames_are_refused_at_creation(
@@ -115,20 +118,19 @@ async def test_bad_titles_and_filenames_are_refused_at_creation(
     }
     created = await client.post("/files/", headers=headers, content=clip)
     assert created.status_code == 201, created.text
-    video = (
-        await client.get(f"/api/videos/{created.headers['location'].rsplit('/', 1)[1]}")
-    ).json()
+    video = (await client.get(f"/api/videos/{created.headers['video-id']}")).json()
     assert video["filename"] == long_name and video["title"] == long_name[:200]
 
 
 async def test_upload_metadata_is_bounded(
-    tus: OwnService, kept: Resources, client: httpx.AsyncClient
+    tus: OwnService, kept: Resources, client: httpx.AsyncClient, account: Account
 ) -> None:
     before = await Leftovers.take(kept)
     # Over the bytes allowed but within the header block: the app's JSON 431, cheaply.
     huge = f"title {b64('t')},pad {'A' * METADATA_MAX_BYTES}"
     response = await _cheap(
         tus,
+        account,
         lambda c: c.post("/files/", headers={**TUS, "Upload-Length": "1", "Upload-Metadata": huge}),
     )
     refused(response, 431, error="headers_too_large", mentions="Upload-Metadata")
@@ -160,21 +162,23 @@ def _head_block(count: int, size: int) -> bytes:
     )
 
 
-async def test_header_blocks_are_bounded(tus: OwnService, kept: Resources) -> None:
+async def test_header_blocks_are_bounded(
+    tus: OwnService, kept: Resources, account: Account
+) -> None:
     before = await Leftovers.take(kept)
     # Over the app's bounds, within Granian's buffer: the platform's JSON 431.
     for count, size, mentions in [(1, 20 * 1024, "bytes"), (70, 70 * 40, "headers")]:
         block = _head_block(count, size) + b"\r\n"
-        response = await _cheap(tus, lambda _, block=block: send_raw(tus.url, block))
+        response = await _cheap(tus, account, lambda _, block=block: send_raw(tus.url, block))
         refused(response, 431, error="headers_too_large", mentions=mentions)
     # A request target longer than tus needs: the JSON 414.
     long_target = b"GET /files/" + b"a" * 5000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
-    response = await _cheap(tus, lambda _: send_raw(tus.url, long_target))
+    response = await _cheap(tus, account, lambda _: send_raw(tus.url, long_target))
     refused(response, 414, error="uri_too_long")
     # Past Granian's buffer (or its 100 headers): its own bare 431, before the app runs.
     for count, size in [(1, 1024 * 1024), (1, BUFFER_BYTES + 1), (101, 101 * 10)]:
         block = _head_block(count, size) + b"\r\n"
-        response = await _cheap(tus, lambda _, block=block: send_raw(tus.url, block))
+        response = await _cheap(tus, account, lambda _, block=block: send_raw(tus.url, block))
         assert response.status_code == 431 and response.content == b"", response
     await assert_nothing_kept(kept, before)
 

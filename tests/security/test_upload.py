@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from shared.runtime.resources import Resources
+from tests.support.accounts import Account
 from tests.support.media import MIB, make_clip
 from tests.support.security import (
     Cost,
@@ -57,8 +58,8 @@ def clip(media_dir: Path) -> bytes:
 
 
 @pytest.fixture
-async def client(upload: OwnService) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=upload.url, timeout=30) as c:
+async def client(upload: OwnService, account: Account) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=upload.url, timeout=30, headers=account.headers) as c:
         yield c
 
 
@@ -83,9 +84,9 @@ def _form(*parts: bytes) -> bytes:
 FORM = {"Content-Type": "multipart/form-data; boundary=B"}
 
 
-def _timed_form(upload: OwnService, body: bytes) -> tuple[Cost, httpx.Response]:
+def _timed_form(upload: OwnService, body: bytes, account: Account) -> tuple[Cost, httpx.Response]:
     with (
-        httpx.Client(base_url=upload.url, timeout=30) as hostile,
+        httpx.Client(base_url=upload.url, timeout=30, headers=account.headers) as hostile,
         httpx.Client(base_url=upload.url, timeout=30) as beside,
     ):
         return cheap(
@@ -94,19 +95,19 @@ def _timed_form(upload: OwnService, body: bytes) -> tuple[Cost, httpx.Response]:
         )
 
 
-async def _cheap_form(upload: OwnService, body: bytes) -> httpx.Response:
+async def _cheap_form(upload: OwnService, body: bytes, account: Account) -> httpx.Response:
     """Send ``body`` as a form, timed beside a normal request; the last answer."""
-    cost, response = await asyncio.to_thread(_timed_form, upload, body)
+    cost, response = await asyncio.to_thread(_timed_form, upload, body, account)
     assert_cheap(cost)
     return response
 
 
 async def test_thousands_of_form_fields_are_refused_at_the_limit(
-    upload: OwnService, kept: Resources, client: httpx.AsyncClient, clip: bytes
+    upload: OwnService, kept: Resources, client: httpx.AsyncClient, clip: bytes, account: Account
 ) -> None:
     before = await Leftovers.take(kept)
     fields = [_field(f"f{i}", b"x" * 40) for i in range(3000)]
-    response = await _cheap_form(upload, _form(*fields, _file(clip)))
+    response = await _cheap_form(upload, _form(*fields, _file(clip)), account)
     body = refused(response, 413, error="payload_too_large", mentions="fields")
     assert body["max_fields"] == FORM_MAX_FIELDS
     # Fields after the file count as well; the file's bytes then go nowhere.
@@ -116,11 +117,11 @@ async def test_thousands_of_form_fields_are_refused_at_the_limit(
 
 
 async def test_form_field_bytes_are_refused_at_the_limit(
-    upload: OwnService, kept: Resources, client: httpx.AsyncClient, clip: bytes
+    upload: OwnService, kept: Resources, client: httpx.AsyncClient, clip: bytes, account: Account
 ) -> None:
     before = await Leftovers.take(kept)
     huge = _form(_field("description", b"d" * MIB), _file(clip))
-    response = await _cheap_form(upload, huge)
+    response = await _cheap_form(upload, huge, account)
     body = refused(response, 413, error="payload_too_large", mentions="bytes")
     assert body["max_bytes"] == FORM_MAX_TEXT_BYTES
     # Many fields under the count, each under the limit, together over it; an unknown field's

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.db.models import Rendition, Video, VideoState
+from shared.db.models import Privacy, Rendition, Video, VideoState
 from shared.runtime.resources import Resources
 from tests.support.hls import variant_streams
 
@@ -52,8 +52,10 @@ async def seed_video(
     tags: tuple[str, ...] = (),
     seconds: float,
     state: VideoState = VideoState.ready,
+    owner_id: uuid.UUID | None = None,
+    privacy: Privacy = Privacy.public,
 ) -> SeededVideo:
-    """Store the ladder under a new video's prefix and add its rows."""
+    """Store the ladder under a new video's prefix and add its rows (owned by ``owner_id``)."""
     video_id = uuid.uuid4()
     prefix = f"videos/{video_id}/"
     seeded = SeededVideo(video_id, prefix, f"{prefix}hls/master.m3u8")
@@ -82,6 +84,8 @@ async def seed_video(
                 has_audio=True,
                 master_key=seeded.master_key,
                 poster_key=f"{prefix}hls/poster.jpg",
+                owner_id=owner_id,
+                privacy=privacy.value,
             )
         )
         await session.flush()

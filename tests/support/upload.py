@@ -1,11 +1,12 @@
 """Helpers of the upload tests: tus clients, upload services of their own, raw requests.
 
-tus-js-client (under tests/node) and tuspy are the clients. ``python -m tests.support.upload
-ENDPOINT FILE STORE`` uploads with tuspy chunk by chunk, as a process of its own that a test may
-watch die half-way. ``own_service`` starts an upload service whose Redis keys and queued jobs
-are its own, so that what its requests leave behind can be counted while other test runs share
-the machine's Redis; ``send_raw`` sends bytes no HTTP client would. ``tus_storage`` and
-``env_store`` put a tus service on either storage backend and read what it stored.
+tus-js-client (under tests/node) and tuspy are the clients, authenticated with the API key in
+``VSP_API_KEY`` (``client_env``). ``python -m tests.support.upload ENDPOINT FILE STORE`` uploads
+with tuspy chunk by chunk, as a process of its own that a test may watch die half-way.
+``own_service`` starts an upload service whose Redis keys and queued jobs are its own, so that
+what its requests leave behind can be counted while other test runs share the machine's Redis;
+``send_raw`` sends bytes no HTTP client would. ``tus_storage`` and ``env_store`` put a tus
+service on either storage backend and read what it stored.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from shared.runtime.resources import Resources, close_resources, open_resources
 from shared.storage.base import ObjectStore
 from shared.storage.filesystem import FilesystemStore
 from shared.storage.s3 import S3Store
+from tests.support.accounts import Account
 from tests.support.infra import private_queues
 from tests.support.media import MIB
 from tests.support.paths import ROOT
@@ -42,6 +44,20 @@ NODE_DIR = ROOT / "tests" / "node"
 # The headers every tus request carries, and those of a PATCH.
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
+# The header naming the video a tus upload becomes.
+VIDEO_ID = "video-id"
+
+
+def client_env(account: Account) -> dict[str, str]:
+    """The environment of a tus client process uploading as ``account``."""
+    return {**os.environ, "VSP_API_KEY": account.api_key}
+
+
+def video_id_of(url: str, account: Account) -> str:
+    """The id of the video a tus upload becomes, as its HEAD names it."""
+    response = httpx.head(url, headers={**TUS, **account.headers})
+    assert response.status_code == 200, response.text
+    return response.headers[VIDEO_ID]
 
 
 def ensure_node_clients() -> Path:
@@ -191,7 +207,8 @@ def _tuspy_main(argv: list[str]) -> None:
     parser.add_argument("--chunk", type=int, default=MIB)
     parser.add_argument("--die-after", type=int, default=0)
     args = parser.parse_args(argv)
-    uploader = client.TusClient(args.endpoint).uploader(
+    auth = {"Authorization": f"Bearer {os.environ['VSP_API_KEY']}"}
+    uploader = client.TusClient(args.endpoint, headers=auth).uploader(
         args.file,
         chunk_size=args.chunk,
         metadata={"filename": Path(args.file).name, "title": "tuspy upload"},

@@ -1,10 +1,15 @@
-"""docker-compose.yml, the Dockerfile and .dockerignore against the schema and the code."""
+"""docker-compose.yml, .env.example, the Dockerfile and .dockerignore against the schema and
+the code.
+
+There is no Docker engine here, so the tests resolve the compose file's variables themselves,
+by compose's interpolation rules (``resolve``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 from typing import Any
 
 import jsonschema
@@ -107,15 +112,19 @@ def test_environment_names_are_settings_fields() -> None:
 
 
 def test_environment_values_are_accepted_by_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, (cmd, env) in vsp_services().items():
+    # As `docker compose up` runs them with .env made from .env.example as it says.
+    resolved, missing = resolve(COMPOSE, filled_env_example())
+    assert not missing
+    for name, (cmd, _) in vsp_services().items():
+        env = {k: str(v) for k, v in resolved["services"][name]["environment"].items()}
         for key in list(os.environ):
             if key.lower() in cmd.settings_class().model_fields:
                 monkeypatch.delenv(key)
         for key, value in env.items():
-            # ${VAR:-default} interpolation: compose substitutes the default when VAR is unset.
-            monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value))
+            monkeypatch.setenv(key, value)
         settings = cmd.settings_class()()
         assert settings.environment == "production", name
+        assert not list(settings.secret_problems()), name
         for key in env:
             monkeypatch.delenv(key)
 
@@ -279,3 +288,118 @@ def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     assert {".git", ".venv", ".env", "var/", "tests/"} <= ignored
     for needed in ("pyproject.toml", "uv.lock", "README.md", "shared", "services"):
         assert needed not in ignored and f"{needed}/" not in ignored
+
+
+# Compose's interpolation: $$ is a dollar; $VAR and ${VAR}; ${VAR:-default} and ${VAR-default};
+# ${VAR:?message} and ${VAR?message}; ${VAR:+other} and ${VAR+other}. With a colon, an empty
+# value counts as unset.
+VARIABLE = re.compile(
+    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_]\w*))"
+)
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
+# Compose services that are not the platform's own: reachable from this host only, if at all.
+INFRASTRUCTURE = ("postgres", "redis", "rabbitmq", "minio", "prometheus", "grafana")
+
+
+def resolve(node: Any, env: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """``node`` with every string interpolated from ``env``, and each required variable that
+    is missing, with its message."""
+    missing: dict[str, str] = {}
+
+    def substitute(match: re.Match[str]) -> str:
+        if match["dollar"]:
+            return "$"
+        name = match["name"] or match["bare"]
+        op, arg = match["op"] or "", match["arg"] or ""
+        value = env.get(name)
+        unset = value is None or (op.startswith(":") and value == "")
+        if op.endswith("-"):
+            return arg if unset else str(value)
+        if op.endswith("?"):
+            if unset:
+                missing[name] = arg
+            return value or ""
+        if op.endswith("+"):
+            return "" if unset else arg
+        return value or ""
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return VARIABLE.sub(substitute, item)
+        if isinstance(item, dict):
+            return {key: walk(value) for key, value in item.items()}
+        if isinstance(item, list):
+            return [walk(value) for value in item]
+        return item
+
+    return walk(node), missing
+
+
+def variables(node: Any) -> list[re.Match[str]]:
+    """Every variable reference in the compose file's strings."""
+    if isinstance(node, str):
+        return [m for m in VARIABLE.finditer(node) if not m["dollar"]]
+    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    return [m for value in values for m in variables(value)]
+
+
+def env_example() -> dict[str, str]:
+    """The variables .env.example sets (commented-out optional ones aside)."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def filled_env_example() -> dict[str, str]:
+    """.env made as .env.example says: `openssl rand -hex 32` for every empty value."""
+    return {name: value or secrets.token_hex(32) for name, value in env_example().items()}
+
+
+def test_the_resolver_follows_compose_rules() -> None:
+    text = "$$HOME ${A} $A ${B:-b} ${B-b} ${E:-e} ${E-e} ${A:+x} ${B:+x} ${R:?need R} ${E?ok}"
+    resolved, missing = resolve({"k": [text]}, {"A": "a", "E": ""})
+    assert resolved == {"k": ["$HOME a a b b e  x   "]}
+    assert missing == {"R": "need R"}
+    assert resolve("${E:?set E}", {"E": ""})[1] == {"E": "set E"}
+
+
+def test_without_an_env_file_compose_fails_naming_every_missing_secret() -> None:
+    _, missing = resolve(COMPOSE, {})
+    required = set(env_example())
+    assert set(missing) == required
+    for name, message in missing.items():
+        assert message == f"set {name} in .env (see .env.example)"
+    # One left out is still named.
+    _, missing = resolve(COMPOSE, {**filled_env_example(), "SIGNING_SECRET": ""})
+    assert set(missing) == {"SIGNING_SECRET"}
+
+
+def test_every_secret_is_a_required_variable_without_a_default() -> None:
+    names = {m["name"] or m["bare"] for m in variables(COMPOSE)}
+    secret_names = {name for name in names if SECRET_NAME.search(name)}
+    assert secret_names == set(env_example()), "the example lists exactly the secrets"
+    for match in variables(COMPOSE):
+        if SECRET_NAME.search(match["name"] or match["bare"] or ""):
+            assert match["op"] == ":?", match[0]
+    # The example holds no value to copy: each is made by the one who deploys.
+    assert not any(env_example().values())
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_with_the_env_example_filled_compose_resolves() -> None:
+    env = filled_env_example()
+    resolved, missing = resolve(COMPOSE, env)
+    assert not missing
+    assert "${" not in json.dumps(resolved), "nothing left to interpolate"
+    x_env = resolved["services"]["origin"]["environment"]
+    assert x_env["SIGNING_SECRET"] == env["SIGNING_SECRET"]
+    postgres = resolved["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert f"vsp:{postgres}@postgres:5432" in x_env["DATABASE_URL"]
+
+
+def test_infrastructure_consoles_are_published_on_loopback_only() -> None:
+    for name in INFRASTRUCTURE:
+        for port in SERVICES_COMPOSE[name].get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert not SERVICES_COMPOSE["postgres"].get("ports")
+    assert not SERVICES_COMPOSE["redis"].get("ports")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.configs.deploy import rendered
+from services.configs.deploy import env_text, k8s_secrets, rendered, write_secrets
 from services.configs.prometheus import local_jobs
 from services.runtime.registry import SERVICES
 from shared.core.settings import BaseServiceSettings
@@ -167,6 +168,8 @@ def documents() -> list[dict[str, Any]]:
 
 
 DOCS = documents()
+# The Secrets' env files are generated per deployment, never committed: one fresh set here.
+SECRETS = {path.name: v for path, v in k8s_secrets().items()}
 
 
 def of_kind(*kinds: str) -> dict[str, dict[str, Any]]:
@@ -174,6 +177,8 @@ def of_kind(*kinds: str) -> dict[str, dict[str, Any]]:
 
 
 def env_file(path: str) -> dict[str, str]:
+    if path in SECRETS:
+        return SECRETS[path]
     lines = (K8S / path).read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
@@ -217,9 +222,16 @@ def test_kustomization_shape_and_files() -> None:
     jsonschema.validate(KUSTOMIZATION, KUSTOMIZATION_SCHEMA)
     for name in KUSTOMIZATION["resources"]:
         assert (K8S / name).is_file(), name
-    for gen in KUSTOMIZATION["configMapGenerator"] + KUSTOMIZATION["secretGenerator"]:
+    for gen in KUSTOMIZATION["configMapGenerator"]:
         for item in gen.get("files", []) + gen.get("envs", []):
             assert (K8S / item.split("=", 1)[-1]).is_file(), item
+    # Every Secret reads generated env files only (no literals), which git ignores.
+    for gen in KUSTOMIZATION["secretGenerator"]:
+        assert set(gen) == {"name", "envs"}, gen
+        assert set(gen["envs"]) <= set(SECRETS), gen
+    ignored = [line for line in (ROOT / ".gitignore").read_text().splitlines() if "/" in line]
+    for path in SECRETS:
+        assert any(fnmatch(f"deploy/k8s/{path}", line) for line in ignored), path
     assert [i["name"] for i in KUSTOMIZATION["images"]] == ["vsp"]
 
 
@@ -329,7 +341,7 @@ def test_addresses_inside_the_cluster_match_service_ports() -> None:
     services = {
         name: {p["port"] for p in s["spec"]["ports"]} for name, s in of_kind("Service").items()
     }
-    texts = [(K8S / path).read_text() for path in ("secrets.env", "kustomization.yaml")]
+    texts = [env_text(SECRETS["secrets.env"]), (K8S / "kustomization.yaml").read_text()]
     texts += [yaml.safe_dump(d) for d in DOCS] + [
         (K8S / "proxies" / f).read_text() for f in ("nginx.conf", "haproxy.cfg")
     ]
@@ -402,3 +414,50 @@ def test_kubernetes_prometheus_config(tmp_path: Path) -> None:
     assert match and address["replacement"].replace("$1", match[1]).replace("$2", match[2]) == (
         "10.0.0.7:8001"
     )
+
+
+def test_generated_secrets_are_random_agree_and_pass_the_production_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    again = {path.name: v for path, v in k8s_secrets().items()}
+    assert again["secrets.env"]["SIGNING_SECRET"] != SECRETS["secrets.env"]["SIGNING_SECRET"]
+    infra, platform = SECRETS["infra-secrets.env"], SECRETS["secrets.env"]
+    assert f":{infra['POSTGRES_PASSWORD']}@" in platform["DATABASE_URL"]
+    assert f":{infra['RABBITMQ_DEFAULT_PASS']}@" in platform["AMQP_URL"]
+    assert infra["MINIO_ROOT_PASSWORD"] == platform["S3_SECRET_KEY"]
+    # What each platform container gets from the ConfigMap and Secrets passes in production.
+    config = dict(lit.split("=", 1) for lit in KUSTOMIZATION["configMapGenerator"][0]["literals"])
+    for name, _, container in vsp_containers():
+        values = {**config}
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                values.update(secret_values(source["secretRef"]["name"]))
+        for item in container.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                values[item["name"]] = secret_values(ref["name"])[ref["key"]]
+            elif "value" in item:
+                values[item["name"]] = str(item["value"])
+        with monkeypatch.context() as env:
+            for key, value in values.items():
+                env.setenv(key, value)
+            settings = parse_vsp(container["args"]).settings_class()()
+        assert settings.environment == "production", name
+        assert not list(settings.secret_problems()), name
+
+
+def secret_values(secret: str) -> dict[str, str]:
+    """The variables the Secret named ``secret`` holds in this test's generated set."""
+    gen = next(g for g in KUSTOMIZATION["secretGenerator"] if g["name"] == secret)
+    return {k: v for path in gen["envs"] for k, v in SECRETS[path].items()}
+
+
+def test_secrets_are_written_once_and_kept(tmp_path: Path) -> None:
+    written = write_secrets(tmp_path)
+    assert sorted(written) == sorted(k8s_secrets())
+    first = {path: (tmp_path / path).read_text() for path in written}
+    for path, text in first.items():
+        assert (tmp_path / path).stat().st_mode & 0o077 == 0, "readable by its owner only"
+        assert all(line.split("=", 1)[1] for line in text.splitlines()), path
+    assert write_secrets(tmp_path) == []
+    assert {path: (tmp_path / path).read_text() for path in written} == first

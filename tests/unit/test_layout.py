@@ -16,7 +16,7 @@ from tests.support.paths import ROOT
 SERVICES = ("upload", "chunked_upload", "transcoder", "origin", "edge", "redirector", "balancer")
 TOOLS = ("cli", "runtime", "configs")
 # shared's groups, lowest first: a group may import only the groups before it (and itself).
-SHARED_LAYERS = ("core", "storage", "db", "mq", "media", "runtime", "http", "videos")
+SHARED_LAYERS = ("core", "storage", "db", "accounts", "mq", "media", "runtime", "http", "videos")
 
 
 def _module_name(path: Path) -> str:

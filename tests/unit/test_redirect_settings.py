@@ -61,7 +61,11 @@ def test_settings_refuse_bad_fallbacks_and_dev_token_in_production() -> None:
     with pytest.raises(ValidationError):
         Settings(environment="production", signing_secret="x" * 32)
     ok = Settings(
-        environment="production", signing_secret="x" * 32, redirector_admin_token="t" * 32
+        environment="production",
+        signing_secret="x" * 32,
+        auth_token_secret="y" * 32,
+        amqp_url=f"amqp://vsp:{'z' * 32}@rabbitmq:5672/",
+        redirector_admin_token="t" * 32,
     )
     assert ok.redirector_admin_token == "t" * 32
 

@@ -45,15 +45,24 @@
     });
   }
 
-  function videoIdOf(url) {
-    return url.replace(/\/+$/, "").split("/").pop();
+  // The upload's URL is its owner's alone; the video it becomes has an id of its own.
+  function followVideoOf(response) {
+    var videoId = response.getHeader("Video-Id");
+    if (videoId && videoId !== videoIdText.textContent) { follow(videoId); }
   }
+
+  // Uploads belong to an account: the page sends its API key or access token with every
+  // request, and keeps it for this browser tab only.
+  var credential = document.getElementById("credential");
+  credential.value = window.sessionStorage.getItem("vsp-credential") || "";
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var file = document.getElementById("file").files[0];
     if (!file) { return; }
     var metadata = { filename: file.name, filetype: file.type || "application/octet-stream" };
+    window.sessionStorage.setItem("vsp-credential", credential.value);
+    metadata.privacy = document.getElementById("privacy").value;
     var title = document.getElementById("title").value;
     var tags = document.getElementById("tags").value;
     if (title) { metadata.title = title; }
@@ -65,7 +74,8 @@
       retryDelays: [0, 1000, 3000, 5000, 10000],
       removeFingerprintOnSuccess: true,
       metadata: metadata,
-      onUploadUrlAvailable: function () { follow(videoIdOf(current.url)); },
+      headers: { Authorization: "Bearer " + credential.value },
+      onAfterResponse: function (request, response) { followVideoOf(response); },
       onProgress: function (sent, total) {
         var value = total ? (sent / total) * 100 : 0;
         bar.value = value;

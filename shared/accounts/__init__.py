@@ -1,0 +1,1 @@
+"""Accounts: password hashing, API keys, access tokens and the SQL for users and keys."""
