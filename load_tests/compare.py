@@ -60,7 +60,15 @@ def run_benchmark(tree: Path, module: str, args: list[str], results: Path) -> di
     """Run one benchmark module of ``tree``; its comparisons by name, or {} if it failed."""
     for stale in results.glob(f"{module}*.json"):
         stale.unlink()
-    env = {**os.environ, "VSP_RESULTS_DIR": str(results)}
+    # Each side has a database and a queue prefix of its own: the two trees' migrations and
+    # queue declarations need not agree.
+    side = "base" if tree != ROOT else "tree"
+    env = {
+        **os.environ,
+        "VSP_RESULTS_DIR": str(results),
+        "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/vsp_compare_{side}",
+        "MQ_PREFIX": f"vsp-compare-{side}",
+    }
     python = tree / ".venv" / "bin" / "python"
     code = subprocess.call([str(python), "-m", f"load_tests.{module}", *args], cwd=tree, env=env)
     found = sorted(results.glob(f"{module}*.json"), key=lambda p: p.stat().st_mtime)

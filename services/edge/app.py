@@ -11,6 +11,7 @@ from services.edge.service import Edge
 from services.edge.settings import Settings
 from shared.core.signing import Signer
 from shared.http.app import create_app
+from shared.mq.broker import Broker
 from shared.runtime.resources import Resources
 
 
@@ -29,9 +30,15 @@ def platform_app(settings: Settings, signer: Signer) -> FastAPI:
         edge = Edge(settings, res.need_http(), signer)
         await edge.start()
         app.state.edge = edge
-        await events.listen(edge, res.need_broker())
+        # Not a client the edge needs to serve: it connects in the background.
+        follower = events.EventFollower(edge, Broker.from_settings(settings))
+        follower.start()
+        app.state.events = follower
 
     async def stop(app: FastAPI, _: Resources) -> None:
+        follower: events.EventFollower | None = getattr(app.state, "events", None)
+        if follower is not None:
+            await follower.stop()
         edge: Edge | None = getattr(app.state, "edge", None)
         if edge is not None:
             await edge.stop()
@@ -40,7 +47,7 @@ def platform_app(settings: Settings, signer: Signer) -> FastAPI:
         service="edge",
         settings=settings,
         routers=[router],
-        uses={"http", "mq"},
+        uses={"http"},
         on_startup=[start],
         on_shutdown=[stop],
     )

@@ -5,10 +5,15 @@ Each edge reads its own queue, named after the edge and its cache folder. The qu
 the edge's connection by ``EDGE_EVENTS_QUEUE_EXPIRES_SECONDS``: an edge that was restarting
 while a video was deleted finds the event waiting and purges its disk cache, which survived the
 restart, instead of serving the deleted video from it.
+
+The broker is not needed to serve: ``EventFollower`` connects in the background, retrying with
+backoff, so an edge starts and serves its cache while RabbitMQ is down and reads the waiting
+events once it is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 
@@ -16,6 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from services.edge.service import Edge
 from shared.core.errors import AppError
+from shared.core.tasks import cancel_and_wait
 from shared.mq.broker import Broker
 from shared.mq.messages import VideoEvent
 
@@ -83,3 +89,44 @@ async def listen(edge: Edge, broker: Broker) -> None:
             await on_event(edge, event)
 
     await queue.consume(on_message)
+
+
+class EventFollower:
+    """Connects ``broker`` and listens in the background until it succeeds, then leaves the
+    robust connection to restore the channel, queue and consumer after any later outage."""
+
+    def __init__(self, edge: Edge, broker: Broker, *, max_delay_seconds: float = 30) -> None:
+        self.edge = edge
+        self.broker = broker
+        self.max_delay_seconds = max_delay_seconds
+        self.listening = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _follow(self) -> None:
+        delay = self.broker.reconnect_seconds
+        while True:
+            try:
+                await self.broker.connect()
+                await listen(self.edge, self.broker)
+            except Exception as exc:
+                log.warning(
+                    "video events: the broker is unreachable (%s); cached objects are served, "
+                    "deletions are purged once it is back; retrying in %.0f s",
+                    str(exc) or type(exc).__name__,
+                    delay,
+                )
+                await self.broker.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_delay_seconds)
+                continue
+            self.listening.set()
+            log.info("video events: listening")
+            return
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="edge-events")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+        await self.broker.close()

@@ -284,23 +284,21 @@ class DiskStore:
         return json.dumps(asdict(entry), separators=(",", ":")).encode()
 
     def _write(self, key: str, body: bytes, meta: bytes) -> None:
-        name = _name(key)
-        tmp_body = self.root / f"{name}.{uuid.uuid4().hex}.tmp"
-        try:
-            tmp_body.write_bytes(body)
-            os.replace(tmp_body, self.root / f"{name}.body")
-        finally:
-            tmp_body.unlink(missing_ok=True)
-        self._write_meta(key, meta)
+        self._replace(key, "body", body)
+        self._replace(key, "meta", meta)
 
     def _write_meta(self, key: str, meta: bytes) -> None:
+        self._replace(key, "meta", meta)
+
+    def _replace(self, key: str, suffix: str, data: bytes) -> None:
+        """Write ``<hash>.<suffix>`` whole or not at all: a temporary file, then a rename."""
         name = _name(key)
-        tmp_meta = self.root / f"{name}.{uuid.uuid4().hex}.tmp"
+        tmp = self.root / f"{name}.{uuid.uuid4().hex}.tmp"
         try:
-            tmp_meta.write_bytes(meta)
-            os.replace(tmp_meta, self.root / f"{name}.meta")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.root / f"{name}.{suffix}")
         finally:
-            tmp_meta.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     def _unlink(self, entries: list[Entry]) -> None:
         for entry in entries:
