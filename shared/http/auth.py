@@ -23,7 +23,6 @@ from shared.core.errors import Forbidden, Unauthorized
 from shared.db.models import Role, User
 from shared.runtime.resources import Resources
 
-MIN_TOKEN_CHARS = 16
 # Longer than any access token or API key: anything longer is refused before any work.
 MAX_CREDENTIAL_CHARS = 256
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
