@@ -1,8 +1,9 @@
 """Session-wide test infrastructure on the real PostgreSQL, Redis and RabbitMQ.
 
 Each test session gets its own database (migrated, dropped at the end), its own exchange and
-queue prefix on RabbitMQ (deleted at the end) and its own object-store folder, all exported as
-environment variables so that in-process code and spawned service processes agree.
+queue prefix on RabbitMQ (deleted at the end), its own object-store folder and a Redis database
+picked at random from 1-15 (0 is the suite's, and two runs at once rarely share one), all
+exported as environment variables so that in-process code and spawned service processes agree.
 
 A test's folder is its marker: tests/unit (``unit``: starts nothing), tests/integration
 (``integration``: infrastructure and in-process apps only), tests/e2e (``e2e``: our services
@@ -41,6 +42,8 @@ from tests.support.processes import Processes
 
 RUN_ID = f"{os.getpid()}{uuid.uuid4().hex[:6]}"
 DB_NAME = f"vsp_test_{RUN_ID}"
+# What another test run writes to Redis meanwhile rarely shows in this one's counts of keys kept.
+REDIS_DB = 1 + uuid.uuid4().int % 15
 TESTS = Path(__file__).parent
 FOLDER_MARKERS = {
     "unit": "unit",
@@ -68,7 +71,7 @@ def test_env() -> Iterator[dict[str, str]]:
     env = {
         "ENVIRONMENT": "test",
         "DATABASE_URL": database_url(DB_NAME),
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "AMQP_URL": AMQP_URL,
         "MQ_PREFIX": f"t{RUN_ID}",
         "MQ_RETRY_DELAYS_SECONDS": "[1,1,1]",
