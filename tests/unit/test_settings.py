@@ -50,7 +50,10 @@ def test_short_secret_refused() -> None:
         EdgeSettings(edge_admin_token="short")
 
 
-def test_development_defaults_are_fine_outside_production() -> None:
+def test_development_defaults_are_fine_outside_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The defaults themselves, not the secrets a test run's environment sets.
+    monkeypatch.delenv("SIGNING_SECRET", raising=False)
+    monkeypatch.delenv("AUTH_TOKEN_SECRET", raising=False)
     for spec in SERVICES.values():
         assert spec.settings_class()(environment="local").environment == "local"
     assert TranscoderSettings(environment="test").signing_secret == DEV_SIGNING_SECRET
