@@ -18,6 +18,7 @@ import psutil
 
 from load_tests.chaos import infra
 from services.cli.client import ClientError, stream_upload
+from services.cli.credentials import auth_headers
 from shared.media.samples import synthetic_clip
 from tests.support.polling import wait_for
 from tests.support.vsp_up import VspUp
@@ -47,10 +48,12 @@ WORKERS = ("worker-push", "worker-pull")
 
 @dataclass
 class Context:
-    """What applying a fault needs: the suite, its upload URL, how long outages last."""
+    """What applying a fault needs: the suite, its upload URL and the uploader's API key, how
+    long outages last."""
 
     suite: VspUp
     upload_url: str
+    api_key: str
     run_dir: Path
     down_seconds: float
     notes: list[str] = field(default_factory=list)
@@ -109,7 +112,9 @@ def kill_mid_job(ctx: Context) -> None:
     """Upload a clip long enough to keep a worker busy, then kill the worker encoding."""
     clip = synthetic_clip(ctx.run_dir / "media" / "mid-job.mp4", seconds=30, size="640x360")
     try:
-        video = stream_upload(ctx.upload_url, clip, title="chaos mid-job")
+        video = stream_upload(
+            ctx.upload_url, clip, title="chaos mid-job", headers=auth_headers(ctx.api_key)
+        )
     except ClientError as exc:  # a SystemExit, for the command line: not here
         raise RuntimeError(str(exc)) from None
     worker = wait_for(lambda: _encoding_worker(ctx), timeout=120, what="a worker to run ffmpeg")

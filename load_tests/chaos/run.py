@@ -181,7 +181,11 @@ def _answers(client: httpx.Client, url: str) -> bool:
 
 
 def apply_faults(
-    suite: Suite, plan: list[faults.Fault], args: argparse.Namespace, deadline: float
+    suite: Suite,
+    plan: list[faults.Fault],
+    args: argparse.Namespace,
+    deadline: float,
+    api_key: str,
 ) -> list[report.Row]:
     """The baseline, then each fault and its recovery, none started after ``deadline``
     (monotonic); a row per window."""
@@ -197,7 +201,9 @@ def apply_faults(
             row.error = "skipped: the run would not end within its budget"
             continue
         say(f"{fault.name}: {fault.what}")
-        ctx = faults.Context(suite.up, suite.url("UPLOAD_PORT"), run_dir, args.down_seconds)
+        ctx = faults.Context(
+            suite.up, suite.url("UPLOAD_PORT"), api_key, run_dir, args.down_seconds
+        )
         try:
             fault.apply(ctx)
         except Exception as exc:  # the run goes on; the row says what went wrong
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         load = start_load(suite, run_dir, args.viewers, video_id, api_key)
         # The last fault starts early enough for the drain and the accounting to fit.
         deadline = started + BUDGET_MINUTES * 60 - args.drain_seconds - 60
-        rows = apply_faults(suite, plan, args, deadline)
+        rows = apply_faults(suite, plan, args, deadline, api_key)
         end = time.time()
         stop_load(load)
         for row, following in zip(rows, [*rows[1:], None], strict=True):
