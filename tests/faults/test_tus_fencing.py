@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,6 @@ import pytest
 from services.chunked_upload.lock import lock_key
 from shared.runtime.resources import Resources
 from tests.support.accounts import Account
-from tests.support.infra import private_queues
 from tests.support.media import make_clip, padded_media, sha256_file
 from tests.support.polling import eventually
 from tests.support.processes import Processes
@@ -35,13 +34,6 @@ from tests.support.upload import (
     source_sha256,
     tus_storage,
 )
-
-
-@pytest.fixture(scope="module")
-def queues(test_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """No worker runs here: the jobs go to queues of their own."""
-    with private_queues("tus-fencing") as env:
-        yield env
 
 
 @pytest.mark.parametrize("backend", ["fs", "s3"])

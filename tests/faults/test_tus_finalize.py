@@ -9,14 +9,13 @@ back the next HEAD, or the sweeper with nobody asking, finishes it from the byte
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.accounts import Account, create_account
-from tests.support.infra import PrivatePostgres, private_queues
+from tests.support.infra import PrivatePostgres
 from tests.support.media import MIB, make_clip, padded_media, sha256_file
 from tests.support.polling import eventually, logged
 from tests.support.ports import free_port
@@ -30,13 +29,6 @@ from tests.support.upload import (
     source_sha256,
     tus_storage,
 )
-
-
-@pytest.fixture(scope="module")
-def queues(test_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """No worker runs here: the jobs go to queues of their own."""
-    with private_queues("tus-finalize") as env:
-        yield env
 
 
 @pytest.fixture(scope="module")
