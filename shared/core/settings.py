@@ -209,6 +209,26 @@ class BaseServiceSettings(BaseSettings):
         default=3600, ge=60, le=86_400, description="Life of an access token"
     )
 
+    api_rate_limit_per_address: int = Field(
+        default=1200,
+        ge=0,
+        description="Anonymous API requests (and those with a bad credential) a client address "
+        "may make per API_RATE_LIMIT_WINDOW_SECONDS (0: no limit)",
+    )
+    api_rate_limit_per_account: int = Field(
+        default=1200,
+        ge=0,
+        description="API requests an account (not an admin) may make per "
+        "API_RATE_LIMIT_WINDOW_SECONDS, from any address (0: no limit)",
+    )
+    api_rate_limit_window_seconds: int = Field(default=60, ge=1, le=86_400)
+    trusted_proxies: list[str] = Field(
+        default=["127.0.0.1", "::1"],
+        max_length=64,
+        description="Addresses of the reverse proxies in front of the services, whose "
+        "X-Forwarded-For names the client (the nearest untrusted hop counts as the client)",
+    )
+
     public_origin_url: str | None = Field(
         default=None, description="Base URL viewers reach the origin at; default: the request's"
     )

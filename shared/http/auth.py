@@ -10,18 +10,24 @@ anonymous, so a client learns at once that its key stopped working.
 from __future__ import annotations
 
 import hmac
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import RedisError
 
 from shared.accounts import keys, tokens
 from shared.accounts.repository import AccountRepository
 from shared.core.errors import Forbidden, Unauthorized
 from shared.db.models import Role, User
+from shared.http.clients import request_client
+from shared.runtime.ratelimit import Limit, RateLimiter
 from shared.runtime.resources import Resources
+
+log = logging.getLogger(__name__)
 
 # Longer than any access token or API key: anything longer is refused before any work.
 MAX_CREDENTIAL_CHARS = 256
@@ -77,9 +83,40 @@ async def authenticate(res: Resources, authorization: str | None) -> Principal |
 
 
 async def principal_of(request: Request) -> Principal | None:
-    """The principal of a request to an app built by ``shared.http.app.create_app``."""
+    """The principal of a request to an app built by ``shared.http.app.create_app``, once the
+    request is counted against the API rate limits (``spend_api_rate``)."""
     res: Resources = request.app.state.resources
-    return await authenticate(res, request.headers.get("authorization"))
+    try:
+        principal = await authenticate(res, request.headers.get("authorization"))
+    except Unauthorized:
+        await spend_api_rate(res, request, None)  # guessing credentials costs the address
+        raise
+    await spend_api_rate(res, request, principal)
+    return principal
+
+
+async def spend_api_rate(res: Resources, request: Request, principal: Principal | None) -> None:
+    """Count an API request: an account's against the account, from whatever address; an
+    anonymous one (or one with a bad credential) against its client address. 429 once the
+    budget is spent (``API_RATE_LIMIT_*``); admins are not limited. Without Redis the request
+    goes through uncounted: a soft limit is not worth refusing viewers while Redis is away."""
+    settings = res.settings
+    window = settings.api_rate_limit_window_seconds
+    if principal is None:
+        limit = Limit("api-address", settings.api_rate_limit_per_address, window)
+        subject = request_client(request, frozenset(settings.trusted_proxies))
+        what = "too many API requests from this address"
+    elif not principal.is_admin:
+        limit = Limit("api-account", settings.api_rate_limit_per_account, window)
+        subject, what = str(principal.user_id), "too many API requests for this account"
+    else:
+        return
+    if not limit.max_events or res.redis is None:
+        return
+    try:
+        await RateLimiter(res.redis, settings.mq_prefix).spend(limit, subject, what)
+    except RedisError:
+        log.warning("API rate limits not counted: Redis is unavailable")
 
 
 # Declares the scheme in each OpenAPI document; the header itself is read by ``principal_of``.

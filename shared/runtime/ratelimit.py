@@ -60,10 +60,26 @@ class RateLimiter:
         """TooManyRequests (429, Retry-After, the limit named) once ``subject`` spent ``limit``."""
         wait = await self.retry_after(limit, subject)
         if wait is not None:
-            raise TooManyRequests(
-                f"{what}: at most {limit.max_events} in {limit.window_seconds} s; "
-                f"retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-                limit=limit.name,
-                retry_after_seconds=wait,
-            )
+            raise _refusal(limit, what, wait)
+
+    async def spend(self, limit: Limit, subject: str, what: str) -> None:
+        """Count one event of ``subject`` (one round trip); TooManyRequests once it is over
+        ``limit``, this event included. Refused events count too: a client that keeps
+        knocking stays refused until the window ends."""
+        key = self._key(limit, subject)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, limit.window_seconds, nx=True)
+            count, _ = await pipe.execute()
+        if int(count) > limit.max_events:
+            wait = max(int(await self.redis.ttl(key)), 1)
+            raise _refusal(limit, what, wait)
+
+
+def _refusal(limit: Limit, what: str, wait: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"{what}: at most {limit.max_events} in {limit.window_seconds} s; retry in {wait} s",
+        headers={"Retry-After": str(wait)},
+        limit=limit.name,
+        retry_after_seconds=wait,
+    )

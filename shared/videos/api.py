@@ -93,10 +93,11 @@ async def get_video(
 
 @video_router.get("/api/videos/{video_id}/events")
 async def video_events(
-    video_id: uuid.UUID, res: Annotated[Resources, Depends(resources)]
+    video_id: uuid.UUID, res: Annotated[Resources, Depends(resources)], viewer: OptionalPrincipal
 ) -> StreamingResponse:
-    """Upload and transcode progress as server-sent events, until ready, failed or rejected."""
-    stream = await open_video_events(res, video_id)
+    """Upload and transcode progress as server-sent events, until ready, failed or rejected
+    (private: its owner only)."""
+    stream = await open_video_events(res, video_id, viewer)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",

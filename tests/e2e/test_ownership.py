@@ -147,7 +147,9 @@ def test_an_upload_is_its_owners_alone(
     assert video["owner_id"] == str(account.user_id) and video["privacy"] == "public"
 
 
-def test_privacy_is_chosen_at_upload(suite: Suite, account: Account, clip: bytes) -> None:
+def test_privacy_is_chosen_at_upload(
+    suite: Suite, account: Account, stranger: Account, clip: bytes
+) -> None:
     raw = {**account.headers, "Content-Type": "video/mp4"}
     made = httpx.post(f"{suite.upload}/api/videos?privacy=private", content=clip, headers=raw)
     assert made.status_code == 201, made.text
@@ -155,6 +157,14 @@ def test_privacy_is_chosen_at_upload(suite: Suite, account: Account, clip: bytes
     refused(httpx.get(f"{suite.upload}/api/videos/{video_id}"), 404)
     mine = httpx.get(f"{suite.upload}/api/videos/{video_id}", headers=account.headers).json()
     assert mine["privacy"] == "private" and mine["owner_id"] == str(account.user_id)
+    # Its progress events, too, are its owner's alone.
+    events = f"{suite.upload}/api/videos/{video_id}/events"
+    refused(httpx.get(events), 404)
+    refused(httpx.get(events, headers=stranger.headers), 404)
+    with httpx.stream("GET", events, headers=account.headers, timeout=10) as stream:
+        assert stream.status_code == 200
+        first = next(stream.iter_lines())
+        assert first == "event: progress", first
     refused(
         httpx.post(f"{suite.upload}/api/videos?privacy=secret", content=clip, headers=raw),
         400,
