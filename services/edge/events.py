@@ -1,5 +1,6 @@
 """Video events an edge acts on: ``video.deleted`` purges the video's objects from every cache
-tier; ``video.ready`` warms the cache, when warming is on.
+tier; ``video.ready`` warms the cache, when warming is on, from the master playlist the event
+names (the transcoder writes each run under a prefix of its own).
 
 Each edge reads its own queue, named after the edge and its cache folder. The queue outlives
 the edge's connection by ``EDGE_EVENTS_QUEUE_EXPIRES_SECONDS``: an edge that was restarting
@@ -28,11 +29,6 @@ from shared.mq.messages import VideoEvent
 log = logging.getLogger(__name__)
 
 
-def master_key(event: VideoEvent) -> str:
-    """Where the transcoder stores a ready video's master playlist."""
-    return f"videos/{event.video_id}/hls/master.m3u8"
-
-
 def video_prefix(event: VideoEvent) -> str:
     """The prefix of every object of the event's video."""
     return f"videos/{event.video_id}/"
@@ -55,8 +51,12 @@ async def on_event(edge: Edge, event: VideoEvent) -> None:
         purged = await edge.purge([], [video_prefix(event)])
         log.info("purged deleted video %s: %d objects", event.video_id, purged)
         return
+    if event.master_key is None:
+        # Published by a transcoder older than the field: nothing says which run to warm.
+        log.info("video.ready for %s names no master playlist; not warming", event.video_id)
+        return
     try:
-        stored = await edge.warm(master_key(event))
+        stored = await edge.warm(event.master_key)
         log.info("warmed video %s: %d objects", event.video_id, stored)
     except AppError as exc:
         log.warning("could not warm video %s: %s", event.video_id, exc.detail)

@@ -91,6 +91,34 @@ def build_command(
     return cmd
 
 
+def loudness_command(source: str, opts: EncodeOptions) -> list[str]:
+    """ffmpeg arguments that decode only the first audio stream through ``ebur128``.
+
+    Its summary is logged at the info level when the filter closes; the per-frame lines go
+    to the verbose level, so the log stays a few kilobytes long whatever the duration.
+    """
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "info",
+        *_input_args(opts),
+        "-i",
+        source,
+        "-map",
+        "0:a:0",
+        "-af",
+        "ebur128=peak=true:framelog=verbose",
+        "-threads",
+        str(opts.threads),
+        "-f",
+        "null",
+        "-",
+    ]
+
+
 def _global_args(opts: EncodeOptions) -> list[str]:
     return [
         "ffmpeg",
@@ -267,8 +295,8 @@ async def run(
     *,
     on_progress: ProgressCallback | None = None,
     timeout_seconds: float | None = None,
-) -> None:
-    """Run ffmpeg, reporting ``-progress`` blocks.
+) -> str:
+    """Run ffmpeg, reporting ``-progress`` blocks; the tail of its log output.
 
     Its process group is killed when the caller is cancelled or ``timeout_seconds`` pass.
     """
@@ -309,3 +337,4 @@ async def run(
     err = (await stderr_task).decode(errors="replace").strip()
     if code != 0:
         raise FfmpegError(code, err)
+    return err

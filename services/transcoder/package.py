@@ -159,4 +159,6 @@ def content_type(name: str) -> str:
         return "video/mp4"
     if name.endswith(".jpg"):
         return "image/jpeg"
+    if name.endswith(".json"):
+        return "application/json"
     return "application/octet-stream"

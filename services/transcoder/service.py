@@ -1,5 +1,8 @@
 """The transcode use case: probe, one ffmpeg run published as it goes, measure, commit.
 
+The source's loudness is measured by an audio-only ffmpeg run alongside the ladder's
+(``metadata.py``); its result and the probe are stored beside the ladder before the master.
+
 Each run writes under its own prefix ``videos/{id}/hls/{run}/``, so a redelivered job never
 mixes its objects with an earlier run's and an edge never caches two runs' bytes under one
 name. A run holds the video's lease (one writer at a time), first removes what dead runs left,
@@ -24,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.transcoder import ffmpeg
+from services.transcoder import ffmpeg, metadata
 from services.transcoder.ladder import Rung, plan_ladder
 from services.transcoder.lease import Lease
 from services.transcoder.package import (
@@ -213,16 +216,21 @@ async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: st
                 factor=settings.transcoder_encode_timeout_factor,
                 cap_seconds=settings.transcoder_job_timeout_seconds,
             )
-            await _encode_and_publish(
-                command,
-                publisher,
-                settings.transcoder_publish_interval_seconds,
-                _progress_reporter(res, job, info),
-                budget,
-            )
+            measuring = asyncio.create_task(metadata.measure_loudness(source, info, opts, budget))
+            try:
+                await _encode_and_publish(
+                    command,
+                    publisher,
+                    settings.transcoder_publish_interval_seconds,
+                    _progress_reporter(res, job, info),
+                    budget,
+                )
+                loudness = await measuring
+            finally:
+                await cancel_and_wait(measuring)
         _check_complete(out, rungs, info)
         await publisher.sync()
-        renditions = await _finish(res, out, prefix, rungs, info, poster)
+        renditions = await _finish(res, out, prefix, rungs, info, poster, loudness)
         async with res.need_db().session() as session:
             repo = VideoRepository(session)
             try:
@@ -237,7 +245,14 @@ async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: st
         await asyncio.to_thread(shutil.rmtree, work, True)
     wall = time.monotonic() - started
     await progress.publish(res.need_redis(), job.video_id, stage="ready", percent=100.0)
-    await _event(res, "video.ready", job.video_id, VideoState.ready, wall_seconds=wall)
+    await _event(
+        res,
+        "video.ready",
+        job.video_id,
+        VideoState.ready,
+        master_key=prefix + MASTER,
+        wall_seconds=wall,
+    )
     return Outcome(False, info.duration_seconds, wall)
 
 
@@ -317,8 +332,10 @@ async def _finish(
     rungs: list[Rung],
     info: MediaInfo,
     poster: Path | None,
+    loudness: metadata.Loudness,
 ) -> list[dict[str, object]]:
-    """Store the VOD playlists, the poster and the measured master; the renditions' rows."""
+    """Store the VOD playlists, the poster, the source's descriptions and the measured master;
+    the renditions' rows."""
     store = res.need_store()
     stats = []
     for rung in rungs:
@@ -330,6 +347,8 @@ async def _finish(
         )
     if poster is not None and poster.exists():
         await store.put_file(prefix + "poster.jpg", poster, content_type(poster.name))
+    for name, body in metadata.documents(info, loudness).items():
+        await store.put_bytes(prefix + name, body, content_type(name))
     await store.put_bytes(
         prefix + MASTER, master_playlist(stats, info).encode(), content_type(MASTER)
     )
@@ -371,12 +390,23 @@ async def _abandon(res: Resources, video_id: uuid.UUID, prefix: str) -> None:
 
 
 async def _event(
-    res: Resources, kind: str, video_id: uuid.UUID, state: VideoState, **data: object
+    res: Resources,
+    kind: str,
+    video_id: uuid.UUID,
+    state: VideoState,
+    *,
+    master_key: str | None = None,
+    **data: object,
 ) -> None:
+    event = VideoEvent(
+        type=kind,  # type: ignore[arg-type]
+        video_id=video_id,
+        state=state.value,
+        master_key=master_key,
+        data=data,
+    )
     try:
-        await res.need_broker().publish_event(
-            VideoEvent(type=kind, video_id=video_id, state=state.value, data=data)  # type: ignore[arg-type]
-        )
+        await res.need_broker().publish_event(event)
     except Exception:
         log.warning("could not publish %s for %s", kind, video_id)
 

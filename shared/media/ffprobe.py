@@ -34,6 +34,7 @@ class MediaInfo:
     video_codec: str | None = None
     audio_codec: str | None = None
     audio_channels: int | None = None
+    audio_sample_rate: int | None = None
     rotation: int = 0
     stream_count: int = 0
 
@@ -55,6 +56,14 @@ def _rate(text: str | None) -> float | None:
     except (ValueError, ZeroDivisionError):
         return None
     return value or None
+
+
+def _positive_int(value: object) -> int | None:
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if number > 0 else None
 
 
 def _rotation(stream: dict[str, Any]) -> int:
@@ -97,6 +106,7 @@ def parse_probe(data: dict[str, Any]) -> MediaInfo:
         video_codec=video.get("codec_name") if video else None,
         audio_codec=audio.get("codec_name") if audio else None,
         audio_channels=int(audio["channels"]) if audio and audio.get("channels") else None,
+        audio_sample_rate=_positive_int(audio.get("sample_rate")) if audio else None,
         rotation=_rotation(video) if video else 0,
         stream_count=len(streams),
     )

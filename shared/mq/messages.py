@@ -39,10 +39,16 @@ EventType = Literal[
 
 
 class VideoEvent(BaseModel):
-    """Published on the ``video.events`` topic exchange; the routing key is ``type``."""
+    """Published on the ``video.events`` topic exchange; the routing key is ``type``.
+
+    ``master_key`` (``video.ready``) is where the ready video's master playlist is stored; it
+    names every variant playlist, which name the init and media segments, so it is all an edge
+    needs to warm the video. Events published before it existed carry none.
+    """
 
     type: EventType
     video_id: uuid.UUID
     state: str
+    master_key: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     at: float = Field(default_factory=time.time)

@@ -14,7 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.transcoder import service
+from services.transcoder.settings import Settings as TranscoderSettings
+from shared.media import hls
 from shared.mq.messages import VideoEvent
+from shared.runtime.resources import Resources
 from tests.support.edge import (
     ADMIN_TOKEN,
     origin_object_gets,
@@ -22,12 +26,14 @@ from tests.support.edge import (
     start_edge,
     wait_prefetch_settled,
 )
-from tests.support.infra import publish_event
+from tests.support.hls import variant_streams
+from tests.support.media import make_clip
 from tests.support.metrics import metric
-from tests.support.polling import wait_for
+from tests.support.polling import eventually, logged, wait_for
 from tests.support.processes import Proc, Processes
 from tests.support.signing import signed, signer_of, tokened
 from tests.support.storage import digest, put_object
+from tests.support.transcode import queued_video, video_row
 
 
 @pytest.fixture(scope="module")
@@ -257,30 +263,58 @@ def test_segment_miss_prefetches_the_next(stack: dict[str, Proc]) -> None:
     assert metric(edge, "edge_prefetch_used_total") == used + 1
 
 
-def test_video_ready_warms_the_first_segments(stack: dict[str, Proc]) -> None:
-    edge = stack["edge"].url or ""
-    video_id = uuid.uuid4()
-    prefix = f"videos/{video_id}/hls/"
-    put_object(
-        prefix + "master.m3u8",
-        b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=500000\n360p/index.m3u8\n",
-        "application/vnd.apple.mpegurl",
-    )
-    media = ["#EXTM3U", "#EXT-X-TARGETDURATION:4", '#EXT-X-MAP:URI="init.mp4"']
-    for i in range(4):
-        media += ["#EXTINF:4.0,", f"seg_{i:05d}.m4s"]
-        put_object(prefix + f"360p/seg_{i:05d}.m4s", os.urandom(20_000))
-    put_object(prefix + "360p/init.mp4", os.urandom(900))
-    put_object(prefix + "360p/index.m3u8", ("\n".join([*media, "#EXT-X-ENDLIST"]) + "\n").encode())
-    stored = metric(edge, "edge_warm_objects_total", outcome="stored")
-    publish_event(VideoEvent(type="video.ready", video_id=video_id, state="ready"))
-    # init.mp4 and the first two segments (EDGE_WARM_SECONDS defaults to 2).
-    wait_for(
-        lambda: metric(edge, "edge_warm_objects_total", outcome="stored") >= stored + 3,
-        timeout=15,
-        what="warming on video.ready",
-    )
-    for name in ("init.mp4", "seg_00000.m4s", "seg_00001.m4s"):
-        assert httpx.get(signed(edge, prefix + "360p/" + name)).headers["x-cache"] == "HIT"
-    assert httpx.get(signed(edge, prefix + "360p/seg_00003.m4s")).headers["x-cache"] == "MISS"
-    assert metric(edge, "edge_warm_used_total") >= 3
+async def test_video_ready_warms_the_first_segments_of_a_real_ladder(
+    stack: dict[str, Proc], res: Resources, media_dir: Path
+) -> None:
+    edge = stack["edge"]
+    base = edge.url or ""
+    await logged(edge, "video events: listening")
+    # An event from a transcoder that did not name the master yet is logged and skipped.
+    old = VideoEvent(type="video.ready", video_id=uuid.uuid4(), state="ready")
+    await res.need_broker().publish_event(old)
+    await logged(edge, f"video.ready for {old.video_id} names no master playlist")
+
+    # 10 s in 4 s segments: three per variant, of which the edge warms the first two.
+    clip = make_clip(media_dir / "warm-640x360-10s.mp4", seconds=10, size="640x360")
+    job = await queued_video(res, clip)
+    stored = metric(base, "edge_warm_objects_total", outcome="stored")
+    used = metric(base, "edge_warm_used_total")
+    await service.transcode(res, TranscoderSettings(), job)
+    master_key = (await video_row(res, job.video_id)).master_key
+    assert master_key is not None
+    prefix = master_key.rsplit("/", 1)[0] + "/"
+
+    async def warmed() -> bool:
+        return metric(base, "edge_warm_objects_total", outcome="stored") >= stored + 6
+
+    # Two variants (360p, 240p), each an init segment and two media segments.
+    await eventually(warmed, within=20, what="warming on video.ready")
+
+    # The first viewer: master, variant playlists, then each variant's first segments.
+    results: dict[str, str] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def get(key: str) -> httpx.Response:
+            response = await client.get(tokened(base, key, prefix))
+            assert response.status_code == 200, (key, response.text)
+            return response
+
+        master = (await get(master_key)).text
+        variants = [hls.resolve(master_key, uri) for _, uri in variant_streams(master)]
+        assert [v.rsplit("/", 2)[1] for v in variants] == ["360p", "240p"]
+        later = []
+        for variant_key in variants:
+            playlist = (await get(variant_key)).text
+            init, *segments = [hls.resolve(variant_key, u) for u in hls.referenced_uris(playlist)]
+            assert len(segments) == 3
+            for key in [init, *segments[:2]]:
+                results[key] = (await get(key)).headers["x-cache"]
+            later.append(segments[2])
+        assert set(results.values()) == {"HIT"}, results
+        assert metric(base, "edge_warm_used_total") == used + 6
+        for key in later:
+            assert (await get(key)).headers["x-cache"] == "MISS"
+        # The descriptions beside the ladder are delivered like its segments.
+        loudness = (await get(prefix + "loudness.json")).json()
+        assert loudness["has_audio"] is True and loudness["integrated_lufs"] < 0
+        assert (await get(prefix + "tech_meta.json")).json()["video"]["width"] == 640

@@ -8,8 +8,12 @@ check of ``tests.support.hls``.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +34,7 @@ from tests.support.hls import (
     keyframe_times,
     parse_ladder,
 )
-from tests.support.media import make_clip
+from tests.support.media import ffmpeg_file, make_clip
 from tests.support.transcode import queued_video
 
 
@@ -146,6 +150,84 @@ async def test_source_without_audio(
     check_tags(ladder, video=True)
     assert all("mp4a" not in v.attrs["CODECS"] for v in ladder.variants)
     check_segments_decode(ladder, ladder.variants[0], video=True)
+    assert json.loads((ladder.root / "loudness.json").read_text()) == {
+        "has_audio": False,
+        "integrated_lufs": None,
+        "true_peak_dbtp": None,
+        "loudness_range_lu": None,
+    }
+    meta = json.loads((ladder.root / "tech_meta.json").read_text())
+    (stream,) = ffprobe_json(clip)["streams"]
+    assert (meta["codec"], meta["sample_rate"], meta["channels"]) == (None, None, None)
+    assert meta["video"] == {
+        "codec": stream["codec_name"],
+        "width": stream["width"],
+        "height": stream["height"],
+        "frame_rate": pytest.approx(25.0),
+        "rotation": 0,
+    }
+
+
+def ffprobe_json(path: Path) -> dict[str, Any]:
+    """ffprobe's own description of ``path``."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", path],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def ebur128_of(path: Path) -> tuple[float, float]:
+    """(integrated LUFS, true peak dBFS) that ``ffmpeg -af ebur128`` reports on ``path``."""
+    log = subprocess.run(
+        ["ffmpeg", "-nostats", "-i", path, "-af", "ebur128=peak=true", "-f", "null", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stderr
+    summary = log.rsplit("Summary:", 1)[1]
+    integrated = re.search(r"I:\s+(-?[\d.]+) LUFS", summary)
+    peak = re.search(r"Peak:\s+(-?[\d.]+) dBFS", summary)
+    assert integrated and peak, summary
+    return float(integrated.group(1)), float(peak.group(1))
+
+
+async def test_loudness_and_tech_meta_of_a_tone_at_a_known_level(
+    res: Resources, worker_settings: Settings, media_dir: Path, tmp_path: Path
+) -> None:
+    # lavfi's sine has an amplitude of 1/8 (-18.1 dBFS); 6 dB less is -24.1 dBFS, an RMS of
+    # -27.1 dB, and a 1 kHz tone is the frequency where LUFS equals RMS dBFS (mono).
+    tone = ffmpeg_file(
+        media_dir / "tone-1k-minus-27-lufs.flac",
+        "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=8",
+        "-af", "volume=-6dB", "-c:a", "flac",
+    )  # fmt: skip
+    source_lufs, source_peak = ebur128_of(tone)
+    assert source_lufs == pytest.approx(-27.1, abs=0.5)
+
+    job = await queued_video(res, tone)
+    await service.transcode(res, worker_settings, job)
+    ladder, _ = await ready_ladder(res, job, tmp_path)
+    loudness = json.loads((ladder.root / "loudness.json").read_text())
+    assert loudness["has_audio"] is True
+    assert loudness["integrated_lufs"] == pytest.approx(source_lufs, abs=0.5)
+    assert loudness["true_peak_dbtp"] == pytest.approx(source_peak, abs=0.5)
+    assert loudness["loudness_range_lu"] == pytest.approx(0.0, abs=0.5)  # a steady tone
+
+    probed = ffprobe_json(tone)
+    (stream,) = probed["streams"]
+    meta = json.loads((ladder.root / "tech_meta.json").read_text())
+    assert meta == {
+        "duration": pytest.approx(float(probed["format"]["duration"])),
+        "format": probed["format"]["format_name"],
+        "bit_rate": int(probed["format"]["bit_rate"]),
+        "codec": stream["codec_name"],
+        "sample_rate": int(stream["sample_rate"]),
+        "channels": stream["channels"],
+        "video": None,
+    }
+    assert (meta["codec"], meta["sample_rate"], meta["channels"]) == ("flac", 48000, 1)
 
 
 async def test_redelivery_replaces_a_dead_runs_objects(

@@ -27,10 +27,8 @@ import asyncpg
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from shared.core.settings import BaseServiceSettings
 from shared.db.migrate import upgrade
 from shared.mq.broker import Broker
-from shared.mq.messages import VideoEvent
 from shared.mq.topology import Topology
 from shared.runtime.resources import Resources
 from tests.support.polling import wait_for
@@ -156,20 +154,6 @@ async def own_queues(
             await delete_topology(broker.connection, topology)
         finally:
             await broker.close()
-
-
-def publish_event(event: VideoEvent) -> None:
-    """Publish a video event on the session's exchange, as the transcoder does."""
-
-    async def publish() -> None:
-        broker = Broker.from_settings(BaseServiceSettings())
-        await broker.connect()
-        try:
-            await broker.publish_event(event)
-        finally:
-            await broker.close()
-
-    asyncio.run(publish())
 
 
 def _as_postgres(args: list[str]) -> list[str]:
