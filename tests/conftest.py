@@ -80,11 +80,15 @@ def test_env() -> Iterator[dict[str, str]]:
         "SIGNING_SECRET": "test-signing-secret-0123456789",
         # Every test client signs in from 127.0.0.1, and the fuzzer fails sign-ins by the
         # hundred: the per-address limit is proved by tests/e2e/test_accounts.py alone.
-        "ORIGIN_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000000",
+        "LOGIN_MAX_FAILURES_PER_ADDRESS": "1000000",
         # One address and one session account make every test's API calls, polling included:
         # the API rate limits are proved by tests/e2e/test_api_rate_limits.py alone.
         "API_RATE_LIMIT_PER_ADDRESS": "1000000",
         "API_RATE_LIMIT_PER_ACCOUNT": "1000000",
+        # The session's account uploads all day long, many at once: the upload quotas are
+        # proved by tests/e2e/test_quotas.py alone, on accounts and services of its own.
+        "QUOTA_CONCURRENT_UPLOADS": "0",
+        "QUOTA_UPLOADS_PER_DAY": "0",
         "LOG_LEVEL": "INFO",
         "VSP_TEST_ROOT": str(root),
         # Spawned services reuse compiled bytecode instead of recompiling every import.

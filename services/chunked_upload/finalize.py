@@ -38,7 +38,7 @@ from shared.db.upload_repository import UploadRepository
 from shared.runtime.lease import LeaseLost
 from shared.runtime.resources import Resources
 from shared.storage.base import ObjectStore
-from shared.videos import progress
+from shared.videos import progress, quotas
 from shared.videos.ingest import SourceMetadata, finalize_source, reject_progress
 from shared.videos.metadata import OTHER_VALUE_MAX_CHARS, MetadataInput, check_text
 
@@ -107,6 +107,7 @@ async def finalize(res: Resources, limits: UploadLimits, upload: Upload, writer:
         raise still_finalizing(upload.id) from exc
     upload.state = UploadState.complete.value
     DIGESTS.forget(upload.id)
+    await quotas.release(res, upload.owner_id, quotas.tus_member(upload.id))
     log.info("upload %s complete (%d bytes)", upload.id, upload.offset)
     try:
         await res.need_store().delete_prefix(tails_prefix(upload.id))  # a stale writer's too
@@ -232,6 +233,7 @@ async def _fail(res: Resources, upload: Upload, writer: Writer, reason: str) -> 
     upload.state, upload.error = UploadState.failed.value, reason
     await delete_stored(res.need_store(), upload)
     DIGESTS.forget(upload.id)
+    await quotas.release(res, upload.owner_id, quotas.tus_member(upload.id))
     await _discard_partials(res, upload)
     log.info("upload %s refused: %s", upload.id, reason)
 
@@ -255,6 +257,7 @@ async def discard(res: Resources, uploads: list[Upload]) -> None:
     for upload in uploads:
         await delete_stored(store, upload)
         DIGESTS.forget(upload.id)
+        await quotas.release(res, upload.owner_id, quotas.tus_member(upload.id))
     async with res.need_db().session() as session:
         await UploadRepository(session).remove([u.id for u in uploads])
     if res.redis is not None:

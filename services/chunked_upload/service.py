@@ -27,7 +27,7 @@ from shared.db.models import Upload, UploadState
 from shared.db.upload_repository import UploadRepository
 from shared.http.auth import Principal, may_manage
 from shared.runtime.resources import Resources
-from shared.videos import progress
+from shared.videos import progress, quotas
 from shared.videos.ingest import reject_progress, source_key
 
 log = logging.getLogger(__name__)
@@ -120,21 +120,34 @@ async def create_upload(
     upload_id = uuid.uuid4()
     partial = concat is not None and concat.kind == "partial"
     video_id = None if partial else uuid.uuid4()
-    async with res.need_db().session() as session:
-        upload = UploadRepository(session).add(
-            id=upload_id,
-            video_id=video_id,
-            owner_id=owner.user_id,
-            length=length,
-            offset=0,
-            upload_metadata=metadata,
-            expires_at=datetime.now(UTC) + limits.expiry,
-            storage_key=source_key(video_id) if video_id else f"uploads/{upload_id}/data",
-            parts=[],
-            tail_bytes=0,
-            is_partial=partial,
-            state=ACTIVE.value,
-        )
+    expires_at = datetime.now(UTC) + limits.expiry
+    # Last, once every other check passed: an upload refused for its quotas records nothing.
+    slot = await quotas.claim(
+        res,
+        owner.user_id,
+        quotas.tus_member(upload_id),
+        lapses_at=expires_at,
+        needs_bytes=length,
+    )
+    try:
+        async with res.need_db().session() as session:
+            upload = UploadRepository(session).add(
+                id=upload_id,
+                video_id=video_id,
+                owner_id=owner.user_id,
+                length=length,
+                offset=0,
+                upload_metadata=metadata,
+                expires_at=expires_at,
+                storage_key=source_key(video_id) if video_id else f"uploads/{upload_id}/data",
+                parts=[],
+                tail_bytes=0,
+                is_partial=partial,
+                state=ACTIVE.value,
+            )
+    except BaseException:
+        await quotas.release(res, slot.owner_id, slot.member)
+        raise
     await _publish(res, upload, 0)
     log.info("upload %s created (%s bytes%s)", upload_id, length, ", partial" if partial else "")
     return upload
@@ -172,14 +185,22 @@ async def append(
     await owned_upload(res, upload_id, owner)
     async with _writer_lock(res, upload_id, limits) as writer:
         async with res.need_db().session() as session:
-            repo = UploadRepository(session)
-            upload = await repo.claim(upload_id, writer.token)
+            upload = await UploadRepository(session).claim(upload_id, writer.token)
             _check_usable(upload)
             if upload.partials is not None:
                 raise Forbidden("a final upload is assembled from its partial uploads; no PATCH")
-            if length is not None:
-                _declare_length(upload, length, limits)
-                await repo.set_fields(upload_id, length=length)
+        # A declared length is held against the owner's quota from the start; a deferred one
+        # may grow only into what the owner may still store.
+        room = None if upload.length is not None else await _room(res, upload)
+        if length is not None and upload.length is None:
+            _declare_length(upload, length, limits)
+            if room is not None:
+                await _refuse_over_room(res, upload, room, length - upload.offset)
+            room = None
+            async with res.need_db().session() as session:
+                await UploadRepository(session).set_fields(upload_id, length=length)
+        elif length is not None:
+            _declare_length(upload, length, limits)
         if offset != upload.offset:
             raise Conflict(
                 f"Upload-Offset {offset} does not match the upload's offset {upload.offset}",
@@ -196,18 +217,29 @@ async def append(
                 f"upload's {biggest} bytes",
                 max_bytes=biggest,
             )
-        result = await append_body(
-            res,
-            upload,
-            body,
-            writer=writer,
-            checksum=checksum,
-            limit_bytes=biggest - upload.offset,
-            part_bytes=choose_part_bytes(
-                limits.part_bytes, res.need_store().min_part_bytes, biggest
-            ),
-            expiry=limits.expiry,
-            on_progress=lambda received: _publish(res, upload, received),
+        left = biggest - upload.offset
+        if room is not None and declared_bytes is not None:
+            await _refuse_over_room(res, upload, room, declared_bytes)
+        try:
+            result = await append_body(
+                res,
+                upload,
+                body,
+                writer=writer,
+                checksum=checksum,
+                limit_bytes=left if room is None else room.max_bytes(left),
+                part_bytes=choose_part_bytes(
+                    limits.part_bytes, res.need_store().min_part_bytes, biggest
+                ),
+                expiry=limits.expiry,
+                on_progress=lambda received: _publish(res, upload, received),
+            )
+        except PayloadTooLarge:
+            if room is not None and room.bounds(left):
+                await _discard_over_quota(res, upload, room)
+            raise
+        await quotas.extend(
+            res, upload.owner_id, quotas.tus_member(upload.id), datetime.now(UTC) + limits.expiry
         )
         upload.offset = result.offset
         upload.parts, upload.storage_upload_id = result.parts, result.storage_upload_id
@@ -216,6 +248,34 @@ async def append(
             upload.state = FINALIZING.value
             return await finalize.finalize(res, limits, upload, writer)
     return upload
+
+
+async def _room(res: Resources, upload: Upload) -> quotas.Slot | None:
+    """What the owner of a deferred-length upload may still store; None without a limit."""
+    if upload.owner_id is None:
+        return None
+    room = await quotas.room(res, upload.owner_id)
+    return room if room.room is not None else None
+
+
+async def _refuse_over_room(res: Resources, upload: Upload, room: quotas.Slot, bytes_: int) -> None:
+    """Refuse ``bytes_`` more for an upload if they do not fit in its owner's quota."""
+    if room.room is not None and bytes_ > room.room:
+        await _discard_over_quota(res, upload, room)
+
+
+async def _discard_over_quota(res: Resources, upload: Upload, room: quotas.Slot) -> None:
+    """An upload that cannot fit in its owner's quota is removed with its bytes; then the 413.
+
+    It could never finish, and a refused upload keeps nothing.
+    """
+    refusal = room.too_large()
+    async with res.need_db().session() as session:
+        current = await UploadRepository(session).get(upload.id)
+    await discard(res, [current])
+    if upload.video_id is not None:
+        await reject_progress(res, upload.video_id, refusal.detail)
+    raise refusal
 
 
 def _declare_length(upload: Upload, length: int, limits: UploadLimits) -> None:

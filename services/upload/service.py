@@ -10,16 +10,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from services.upload.form import FormLimits, StreamingForm
 from services.upload.settings import Settings
-from shared.core.errors import AppError, BadRequest, Conflict
+from shared.core.errors import AppError, BadRequest, Conflict, PayloadTooLarge
 from shared.core.streams import MeteredStream
 from shared.db.models import Video
 from shared.db.repositories import VideoRepository
 from shared.runtime.resources import Resources
-from shared.videos import progress
+from shared.videos import progress, quotas
 from shared.videos.ingest import finalize_source, reject_progress, source_key
 from shared.videos.metadata import MetadataInput
 
@@ -108,6 +108,29 @@ async def _reporting(
 
 
 async def accept_upload(
+    res: Resources, body: AsyncIterable[bytes], request: UploadRequest
+) -> Video:
+    """Take a slot of the owner's quotas, then store the upload within them.
+
+    A body that runs past the owner's stored-bytes quota is that quota's 413 (its bytes are
+    not kept); the slot is given back however the upload ends.
+    """
+    slot = await quotas.claim_stream(
+        res, request.owner_id, request.video_id, request.declared_bytes
+    )
+    try:
+        return await _store_upload(
+            res, body, replace(request, max_bytes=slot.max_bytes(request.max_bytes))
+        )
+    except PayloadTooLarge:
+        if slot.bounds(request.max_bytes):
+            raise slot.too_large() from None
+        raise
+    finally:
+        await quotas.release(res, slot.owner_id, slot.member)
+
+
+async def _store_upload(
     res: Resources, body: AsyncIterable[bytes], request: UploadRequest
 ) -> Video:
     """Stream ``body`` (raw or a form) to storage, verify size and digest, then finalize."""

@@ -208,6 +208,16 @@ class BaseServiceSettings(BaseSettings):
     auth_token_ttl_seconds: int = Field(
         default=3600, ge=60, le=86_400, description="Life of an access token"
     )
+    # Counted in Redis, so every service that signs in (origin, chunked_upload) shares them.
+    login_max_failures_per_name: int = Field(
+        default=10, ge=1, description="Failed sign-ins of one account name per window"
+    )
+    login_max_failures_per_address: int = Field(
+        default=10, ge=1, description="Failed sign-ins from one client address per window"
+    )
+    login_window_seconds: int = Field(
+        default=900, ge=1, description="Window of the sign-in failure limits"
+    )
 
     api_rate_limit_per_address: int = Field(
         default=1200,
@@ -227,6 +237,20 @@ class BaseServiceSettings(BaseSettings):
         max_length=64,
         description="Addresses of the reverse proxies in front of the services, whose "
         "X-Forwarded-For names the client (the nearest untrusted hop counts as the client)",
+    )
+
+    # Per account, admins included; checked by both upload services (shared.videos.quotas).
+    quota_stored_bytes: int = Field(
+        default=50 * 1024**3,
+        ge=0,
+        description="Bytes an account may store: its videos' sources and its uploads in "
+        "progress (0: no limit)",
+    )
+    quota_concurrent_uploads: int = Field(
+        default=4, ge=0, description="Uploads an account may have in progress at once (0: no limit)"
+    )
+    quota_uploads_per_day: int = Field(
+        default=100, ge=0, description="Uploads an account may start per UTC day (0: no limit)"
     )
 
     public_origin_url: str | None = Field(

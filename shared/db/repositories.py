@@ -127,6 +127,15 @@ class VideoRepository:
         """Update columns without loading the row."""
         await self.session.execute(update(Video).where(Video.id == video_id).values(**fields))
 
+    async def stored_bytes(self, owner_id: uuid.UUID) -> int:
+        """The bytes of the sources of ``owner_id``'s videos (deleted ones no longer count)."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(Video.source_size), 0)).where(
+                Video.owner_id == owner_id, Video.state != VideoState.deleted.value
+            )
+        )
+        return int(total or 0)
+
     async def purge(self, video_id: uuid.UUID) -> None:
         """Delete the video's row with everything that refers to it (renditions, jobs, uploads)."""
         await self.session.execute(delete(Upload).where(Upload.video_id == video_id))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import cast, delete, or_, select, update
+from sqlalchemy import and_, cast, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -155,6 +155,25 @@ class UploadRepository:
             .limit(limit)
         )
         return rows.all()
+
+    async def held_bytes(self, owner_id: uuid.UUID, now: datetime) -> int:
+        """The bytes ``owner_id``'s uploads hold before they are videos.
+
+        An unexpired active upload holds its declared length (its offset while deferred), a
+        finalizing one its length, a finished partial upload its bytes until a final upload
+        consumes it; a final upload holds nothing of its own (its partial uploads do).
+        """
+        held = or_(
+            and_(Upload.state == UploadState.active.value, Upload.expires_at >= now),
+            Upload.state == UploadState.finalizing.value,
+            and_(Upload.state == UploadState.complete.value, Upload.is_partial),
+        )
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(func.coalesce(Upload.length, Upload.offset)), 0)).where(
+                Upload.owner_id == owner_id, Upload.partials.is_(None), held
+            )
+        )
+        return int(total or 0)
 
     async def remove(self, upload_ids: Sequence[uuid.UUID]) -> None:
         """Delete upload rows."""
