@@ -10,9 +10,9 @@ from services.chunked_upload.limits import RequestHeadLimits
 from services.chunked_upload.page import page_router
 from services.chunked_upload.routes import BASE_PATH, VIDEO_ID_HEADER
 from services.chunked_upload.routes import router as tus_router
-from services.chunked_upload.service import UploadLimits
-from services.chunked_upload.settings import Settings
+from services.chunked_upload.settings import Settings, UploadLimits
 from services.chunked_upload.sweeper import ExpirySweeper
+from shared.http import signin
 from shared.http.app import create_app
 from shared.http.concurrency import Cap
 from shared.runtime.resources import Resources
@@ -91,7 +91,12 @@ def build(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         service="chunked_upload",
         settings=settings,
-        routers=[tus_router, page_router(settings.chunked_upload_page_endpoints), video_router],
+        routers=[
+            tus_router,
+            page_router(settings.chunked_upload_page_endpoints, settings.public_origin_url),
+            signin.router(),
+            video_router,
+        ],
         uses={"db", "redis", "mq", "storage"},
         on_startup=[start_outbox, start_sweeper],
         on_shutdown=[stop_sweeper, stop_outbox],

@@ -1,20 +1,23 @@
 """The browser upload page: tus-js-client (vendored) with a progress bar and live state.
 
-The page sends files to this service's ``/files/``, or to the endpoint its address names
-(``?endpoint=``) when that is a path on the same origin or one of the endpoints the server
-allows; the allowed list is written into the page, so the page never trusts its address alone.
+The page signs in on this service (``shared.http.signin``) and sends files to its ``/files/``,
+or to the endpoint its address names (``?endpoint=``) when that is a path on the same origin or
+one of the endpoints the server allows; the allowed list is written into the page, so the page
+never trusts its address alone. It links to the origin's player and "my videos" pages
+(``PUBLIC_ORIGIN_URL``, or the origin's default port on the page's host).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
+from shared.core import ports
 from shared.core.errors import NotFound
+from shared.http.pages import fill, page_url
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {
@@ -23,19 +26,20 @@ _ASSETS = {
     "upload.js": "text/javascript",
     "upload.css": "text/css",
 }
-_ENDPOINTS_MARK = "{{endpoints}}"
 
 
-def page_router(allowed_endpoints: list[str]) -> APIRouter:
-    """The page and its assets; ``allowed_endpoints`` are the other servers it may send to."""
+def page_router(allowed_endpoints: list[str], origin_url: str | None) -> APIRouter:
+    """The page and its assets; ``allowed_endpoints`` are the other servers it may send to,
+    ``origin_url`` the origin whose pages it links to."""
     router = APIRouter(tags=["page"])
-    page = (STATIC / "upload.html").read_text()
-    page = page.replace(_ENDPOINTS_MARK, html.escape(json.dumps(allowed_endpoints), quote=True))
+    page = fill((STATIC / "upload.html").read_text(), {"endpoints": json.dumps(allowed_endpoints)})
 
     @router.get("/upload", include_in_schema=False)
-    async def upload_page() -> HTMLResponse:
+    async def upload_page(request: Request) -> HTMLResponse:
         """The upload page."""
-        return HTMLResponse(page)
+        origin = page_url(request, origin_url and origin_url.rstrip("/"), ports.ORIGIN, "")
+        links = {"player_url": f"{origin}/player", "my_url": f"{origin}/my"}
+        return HTMLResponse(fill(page, links), headers={"Cache-Control": "no-cache"})
 
     @router.get("/static/upload/{name}", include_in_schema=False)
     async def asset(name: str) -> FileResponse:

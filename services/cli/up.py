@@ -357,6 +357,8 @@ def _demo(settings: SuiteSettings, run_dir: Path, account: DemoAccount) -> bool:
     ladder = ", ".join(r["name"] for r in final["renditions"])
     say(f"demo video {video['id']} is ready ({ladder})")
     print(f"\nPlayer:            {origin_url}/player?video={video['id']}")
+    print(f"My videos:         {origin_url}/my  (sign in as the demo uploader)")
+    print(f"Upload page:       http://127.0.0.1:{settings.chunked_upload_port}/upload")
     print(f"Signed master URL: {stream['master_url']}")
     print(f'Try:               ffplay "{stream["master_url"]}"\n', flush=True)
     return True

@@ -1,49 +1,26 @@
-"""Accounts API: sign-in (OAuth2 password flow), the caller's account and its API keys.
+"""Accounts API: the caller's API keys, for scripts and the CLI.
 
-``POST /api/auth/token`` takes the OAuth2 password form (``username``, ``password``) and answers
-a short-lived bearer token for the pages; scripts and the CLI use API keys, made here once
-signed in and shown only in the answer that creates them. Failed sign-ins are counted per
-account name and per client address (``ORIGIN_LOGIN_*``); past the limit every attempt, right
-or wrong, is a 429 with Retry-After until the window ends.
+Made here once signed in (``shared.http.signin``) and shown only in the answer that creates
+them.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.origin.settings import Settings
 from shared.accounts.repository import MAX_KEY_NAME_CHARS, AccountRepository
-from shared.accounts.tokens import new_token
-from shared.core.errors import Unauthorized
 from shared.db.models import ApiKey
 from shared.http.app import resources
-from shared.http.auth import CHALLENGE, RequiredPrincipal
-from shared.http.openapi import error_responses
-from shared.runtime.ratelimit import Limit, RateLimiter
+from shared.http.auth import RequiredPrincipal
+from shared.http.signin import NO_STORE
 from shared.runtime.resources import Resources
 
 Res = Annotated[Resources, Depends(resources)]
-Form = Annotated[OAuth2PasswordRequestForm, Depends()]
-# Credentials must not be kept by a browser or a proxy (RFC 6749, section 5.1).
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-class TokenResponse(BaseModel):
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"
-    expires_in: int
-
-
-class Me(BaseModel):
-    id: uuid.UUID
-    name: str
-    role: str
 
 
 class KeyRequest(BaseModel):
@@ -71,55 +48,9 @@ class KeyList(BaseModel):
     keys: list[KeyInfo]
 
 
-def settings_of(res: Resources) -> Settings:
-    assert isinstance(res.settings, Settings)
-    return res.settings
-
-
-def login_limits(settings: Settings) -> tuple[Limit, Limit]:
-    """The failed sign-in limits: per account name and per client address."""
-    window = settings.origin_login_window_seconds
-    return (
-        Limit("login-name", settings.origin_login_max_failures_per_name, window),
-        Limit("login-address", settings.origin_login_max_failures_per_address, window),
-    )
-
-
-async def sign_in(res: Resources, name: str, password: str, address: str) -> str:
-    """An access token for the account, unless the password is wrong or attempts are spent."""
-    settings = settings_of(res)
-    limiter = RateLimiter(res.need_redis(), settings.mq_prefix)
-    by_name, by_address = login_limits(settings)
-    await limiter.check(by_name, name, "too many failed sign-ins for this account")
-    await limiter.check(by_address, address, "too many failed sign-ins from this address")
-    async with res.need_db().session() as session:
-        user = await AccountRepository(session).authenticate(name, password)
-    if user is None:
-        await limiter.record(by_name, name)
-        await limiter.record(by_address, address)
-        raise Unauthorized("wrong account name or password", headers=CHALLENGE)
-    await limiter.reset(by_name, name)
-    return new_token(settings.auth_token_secret, user.id, settings.auth_token_ttl_seconds)
-
-
 def router() -> APIRouter:
-    """The accounts API."""
+    """The API keys API."""
     api = APIRouter(tags=["accounts"])
-
-    @api.post("/api/auth/token", response_model=TokenResponse, responses=error_responses(401, 429))
-    async def token(form: Form, request: Request, response: Response, res: Res) -> object:
-        """Sign in with the account name and password (OAuth2 password flow)."""
-        address = request.client.host if request.client else "unknown"
-        access_token = await sign_in(res, form.username, form.password, address)
-        response.headers.update(NO_STORE)
-        return TokenResponse(
-            access_token=access_token, expires_in=settings_of(res).auth_token_ttl_seconds
-        )
-
-    @api.get("/api/me", response_model=Me)
-    async def me(principal: RequiredPrincipal) -> object:
-        """The account the credential belongs to."""
-        return Me(id=principal.user_id, name=principal.name, role=principal.role)
 
     @api.post("/api/keys", response_model=NewKey, status_code=201)
     async def create_key(

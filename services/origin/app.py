@@ -11,6 +11,7 @@ from services.origin.delivery import OriginDelivery
 from services.origin.routes import api_router
 from services.origin.settings import Settings
 from shared.core.signing import Signer
+from shared.http import signin
 from shared.http.app import create_app
 
 EXPOSED_HEADERS = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified"]
@@ -24,7 +25,12 @@ def build(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         service="origin",
         settings=settings,
-        routers=[api_router(signer), accounts.router(), player.router(settings)],
+        routers=[
+            api_router(signer),
+            signin.router(),
+            accounts.router(),
+            player.router(settings),
+        ],
         # The broker announces deletions to the edges.
         uses={"db", "redis", "storage", "mq"},
     )

@@ -1,4 +1,6 @@
-"""The player page: catalog, playback through hls.js (vendored), a quality selector."""
+"""The pages: the player (catalog, playback through hls.js (vendored), a quality selector)
+and "my videos" (the signed-in account's videos, their privacy, delete). Both sign in with
+``shared.http.signin`` and link to the upload page (``ORIGIN_UPLOAD_PAGE_URL``)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from fastapi import APIRouter, Request, Response
 from starlette.staticfiles import StaticFiles
 
 from services.origin.settings import Settings
+from shared.core import ports
 from shared.http.delivery import plan_body
+from shared.http.pages import fill, page_url
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Where the page reads the origins it may load from besides its own (see player.js).
@@ -47,13 +51,15 @@ def render_page(settings: Settings) -> bytes:
 
 
 def router(settings: Settings) -> APIRouter:
-    """``/player``, rendered once for the process's settings."""
-    page = render_page(settings)
+    """``/player`` and ``/my``, rendered once for the process's settings (the upload page's
+    address, unless configured, for each request's host)."""
+    player = render_page(settings).decode()
+    mine = (STATIC_DIR / "my.html").read_text()
     routes = APIRouter(tags=["player"])
 
-    @routes.get("/player", include_in_schema=False)
-    async def player_page(request: Request) -> Response:
-        """The player; ``?video=<id>`` starts that video."""
+    def serve(template: str, request: Request) -> Response:
+        upload = page_url(request, settings.origin_upload_page_url, ports.CHUNKED_UPLOAD, "/upload")
+        page = fill(template, {"upload_url": upload}).encode()
         # Revalidated each time so a new release reaches viewers; assets are checked by ETag.
         plan = plan_body(
             page,
@@ -62,6 +68,16 @@ def router(settings: Settings) -> APIRouter:
             cache_control="no-cache",
         )
         return Response(plan.body or b"", status_code=plan.status, headers=plan.headers)
+
+    @routes.get("/player", include_in_schema=False)
+    async def player_page(request: Request) -> Response:
+        """The player; ``?video=<id>`` starts that video."""
+        return serve(player, request)
+
+    @routes.get("/my", include_in_schema=False)
+    async def my_videos(request: Request) -> Response:
+        """The signed-in account's videos."""
+        return serve(mine, request)
 
     return routes
 

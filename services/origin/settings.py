@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
@@ -62,22 +62,21 @@ class Settings(BaseServiceSettings):
     origin_admin_token: str = Field(
         default=DEV_ADMIN_TOKEN, description="Bearer token that deleting a video needs"
     )
-    origin_login_max_failures_per_name: int = Field(
-        default=10, ge=1, description="Failed sign-ins of one account name per window"
-    )
-    origin_login_max_failures_per_address: int = Field(
-        default=10, ge=1, description="Failed sign-ins from one client address per window"
-    )
-    origin_login_window_seconds: int = Field(
-        default=900, ge=1, description="Window of the sign-in failure limits"
+    origin_upload_page_url: str | None = Field(
+        default=None,
+        description="The upload page the player and 'my videos' link to; default: port "
+        f"{ports.CHUNKED_UPLOAD} of the host the page was loaded from",
     )
 
-    @field_validator("origin_player_endpoints")
+    @field_validator("origin_player_endpoints", "origin_upload_page_url")
     @classmethod
-    def _absolute_http_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
+    def _absolute_http_urls(
+        cls, value: list[str] | str | None, info: ValidationInfo
+    ) -> list[str] | str | None:
+        for url in [value] if isinstance(value, str) else value or []:
             parts = urlsplit(url)
             # ``port`` raises ValueError for a port out of range, refused like the rest.
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
-                raise ValueError(f"ORIGIN_PLAYER_ENDPOINTS takes absolute http(s) URLs: {url!r}")
+                name = (info.field_name or "").upper()
+                raise ValueError(f"{name} takes absolute http(s) URLs: {url!r}")
         return value

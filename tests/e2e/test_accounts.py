@@ -1,4 +1,5 @@
-"""Accounts against the origin process: sign-in, API keys and their revocation, the CLI.
+"""Accounts against the origin process: sign-in (on the upload service too), API keys and
+their revocation, the CLI.
 
 The origin runs as a real process; accounts are written by the service's own code
 (``tests.support.accounts``) or by the real ``vsp`` command line.
@@ -27,7 +28,7 @@ NAME_LIMIT = 3
 @pytest.fixture(scope="module")
 def origin(test_env: dict[str, str], test_root: Path) -> Iterator[str]:
     manager = Processes(test_root / "logs" / "accounts", test_env)
-    env = {"ORIGIN_LOGIN_MAX_FAILURES_PER_NAME": str(NAME_LIMIT)}
+    env = {"LOGIN_MAX_FAILURES_PER_NAME": str(NAME_LIMIT)}
     try:
         yield manager.service("origin", env=env).url
     finally:
@@ -143,12 +144,34 @@ def test_failed_sign_ins_are_limited_per_name(origin: str, test_env: dict[str, s
     assert sign_in(origin, other.name, other.password).status_code == 200
 
 
+def test_the_upload_service_signs_in_on_the_same_limits(
+    origin: str, procs: Processes, test_env: dict[str, str]
+) -> None:
+    env = {"LOGIN_MAX_FAILURES_PER_NAME": str(NAME_LIMIT)}
+    uploads = procs.service("chunked_upload", env=env).url
+    target = create_account(test_env)
+    response = sign_in(uploads, target.name, target.password)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    token = response.json()["access_token"]
+    # One token for every service: the page signs in on its own origin, the player on its own.
+    me = httpx.get(f"{origin}/api/me", headers=bearer(token), timeout=10)
+    assert me.json()["name"] == target.name
+    assert httpx.get(f"{uploads}/api/me", headers=bearer(token), timeout=10).status_code == 200
+    # Failures on either service count against the one limit of the account name.
+    for url in [uploads] * (NAME_LIMIT - 1) + [origin]:
+        assert_unauthorized(sign_in(url, target.name, "wrong password"))
+    refused = sign_in(uploads, target.name, target.password)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["limit"] == "login-name"
+
+
 def test_failed_sign_ins_are_limited_per_address(
     procs: Processes, test_env: dict[str, str]
 ) -> None:
     # Other tests' failures from 127.0.0.1 count too: the limit is met within limit + 1 tries.
     limit = 4
-    origin = procs.service("origin", env={"ORIGIN_LOGIN_MAX_FAILURES_PER_ADDRESS": str(limit)}).url
+    origin = procs.service("origin", env={"LOGIN_MAX_FAILURES_PER_ADDRESS": str(limit)}).url
     answers = [
         sign_in(origin, f"nobody-{uuid.uuid4().hex[:8]}", "wrong password")
         for _ in range(limit + 1)

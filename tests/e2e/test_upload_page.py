@@ -1,4 +1,5 @@
-"""The browser upload page: headless Chromium uploads with tus-js-client and sees "ready"."""
+"""The browser upload page: headless Chromium signs in (or takes an API key), uploads with
+tus-js-client and sees "ready" through the progress events it reads with its token."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
+from shared.core import ports
 from tests.support.accounts import Account
-from tests.support.browser import launch_chromium
+from tests.support.browser import launch_chromium, sign_in_on
 from tests.support.media import make_clip
 from tests.support.ports import free_port
 from tests.support.processes import Processes
@@ -42,7 +44,18 @@ def test_chromium_uploads_through_the_page_and_sees_ready(
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(page_url)
-            page.fill("#credential", account.api_key)
+            assert page.is_hidden("#form")  # nothing to upload with before signing in
+            if site == "same":
+                sign_in_on(page, account.name, account.password)
+            else:
+                page.click("#account summary")
+                page.fill("#signin-key", account.api_key)
+                page.click("#signin-key-submit")
+                page.wait_for_selector("#signed-in-as")
+            assert page.is_visible("#form")
+            # Without PUBLIC_ORIGIN_URL the links go to the origin's port on the page's host.
+            host = "127.0.0.1" if site == "same" else "localhost"
+            assert page.get_attribute("#to-my", "href") == f"http://{host}:{ports.ORIGIN}/my"
             page.set_input_files("#file", str(clip))
             page.fill("#title", "From Chromium")
             page.click("#start")

@@ -5,6 +5,9 @@
 // and the media requests elsewhere; `?media=as-is` uses the stream API's URLs unchanged
 // (e.g. a configured CDN); `?mode=token` asks for path-token URLs.
 //
+// Signed in (VspSignIn, static/signin.js), every API call carries the account's token, so an
+// owner plays their private videos; to anyone else such a video does not exist (404).
+//
 // A link chooses those query parameters, so the page talks only to its own origin and to the
 // origins the server names in the `vsp-endpoints` meta tag (ORIGIN_PLAYER_ENDPOINTS, the CDN
 // and public URLs); any other base is ignored, and media elsewhere is not played.
@@ -28,7 +31,8 @@
   const catalog = document.getElementById("catalog");
   const catalogStatus = document.getElementById("catalog-status");
 
-  const state = { videoId: null, hls: null, refreshes: 0, errors: [], switches: [] };
+  const state = { videoId: null, hls: null, refreshes: 0, errors: [], switches: [], query: "" };
+  const HIDDEN = "this video is private or does not exist";
   window.vspPlayer = { state, video, play, loadCatalog, apiBase, mediaBase, ignored };
 
   function configuredOrigins() {
@@ -63,7 +67,7 @@
   }
 
   async function getJson(path, options) {
-    const response = await fetch(apiBase + path, options);
+    const response = await VspSignIn.fetch(apiBase + path, options);
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       const error = new Error(body.detail || response.statusText);
@@ -159,6 +163,14 @@
     hls.attachMedia(video);
   }
 
+  function stop() {
+    if (state.hls) state.hls.destroy();
+    state.hls = null;
+    window.vspPlayer.hls = null;
+    video.removeAttribute("src");
+    video.load();
+  }
+
   async function start(id, startAt, refresh) {
     try {
       const stream = await streamFor(id, refresh);
@@ -179,6 +191,11 @@
         setTimeout(() => { if (state.videoId === id) start(id, startAt, refresh); }, 2000);
         return;
       }
+      if (error.status === 404) {
+        stop();
+        say("cannot play: " + HIDDEN, true);
+        return;
+      }
       say("cannot play: " + error.message, true);
     }
   }
@@ -192,15 +209,15 @@
     for (const item of catalog.querySelectorAll("button")) {
       item.setAttribute("aria-current", String(item.dataset.id === id));
     }
-    try {
-      const details = await getJson("api/videos/" + encodeURIComponent(id));
+    title.textContent = "";
+    video.removeAttribute("poster");
+    // The stream API says whether this viewer may play the video; the details only decorate.
+    getJson("api/videos/" + encodeURIComponent(id)).then((details) => {
+      if (state.videoId !== id) return;
       title.textContent = details.title || details.filename || id;
       const poster = mediaUrl(details.poster_url);
       if (poster) video.poster = poster;
-    } catch (error) {
-      say("cannot load the video: " + error.message, true);
-      return;
-    }
+    }, () => {});
     await start(id, 0, false);
   }
 
@@ -235,6 +252,7 @@
   }
 
   async function loadCatalog(query) {
+    state.query = query;
     catalogStatus.textContent = "loading…";
     try {
       const page = await getJson("api/videos?limit=50" + (query ? "&q=" + encodeURIComponent(query) : ""));
@@ -252,6 +270,13 @@
     event.preventDefault();
     loadCatalog(document.getElementById("q").value.trim());
   });
+
+  // Who is watching changes what the catalog lists and which videos play.
+  VspSignIn.onChange(() => {
+    loadCatalog(state.query);
+    if (state.videoId) play(state.videoId);
+  });
+  VspSignIn.mount(document.getElementById("account"), apiBase);
 
   if (ignored.length) say("ignoring ?" + ignored.join(", ?") + ": not a server this page may use", true);
   loadCatalog("");
