@@ -24,7 +24,7 @@ from services.balancer.proxy import (
 )
 from services.balancer.upstream import Address, Connections, Upstream
 from shared.core.errors import AppError, BadRequest, UpstreamUnavailable
-from shared.http import h1
+from shared.http import cors, h1
 from shared.http.h1_limits import Limits
 
 _NEW_IDS = iter(range(1, 2**63))
@@ -118,11 +118,12 @@ class ViewerConnection(h1.Connection):
                 raise BadRequest("the request target is not a URL") from None
             target = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
         path = target.split(b"?", 1)[0].decode("latin-1")
-        request_id = b""
+        request_id = origin = b""
         for name, value in request.headers:
             if name == b"x-request-id":
                 request_id = value[:128]
-                break
+            elif name == b"origin":
+                origin = value
         method = request.method
         proxied = Request(
             method,
@@ -132,6 +133,7 @@ class ViewerConnection(h1.Connection):
             http_11=self.http_version(request) == "1.1",
             keep_alive=request.keep_alive,
             request_id=request_id or new_request_id(),
+            origin=origin,
         )
         if self.front.is_control(path):
             relay = ControlRelay(self, proxied, request.body, upgrade=request.upgrade)
@@ -141,6 +143,8 @@ class ViewerConnection(h1.Connection):
         if request.upgrade:
             request.keep_alive = proxied.keep_alive = False
             self._reply(proxied, BadRequest(f"no protocol upgrade on {path}"))
+            return True
+        if method == b"OPTIONS" and self._preflight(proxied):
             return True
         if method not in (b"GET", b"HEAD"):
             self._reply(
@@ -164,6 +168,23 @@ class ViewerConnection(h1.Connection):
     def done(self, keep_alive: bool) -> None:
         self.active = None
         super().done(keep_alive)
+
+    def _preflight(self, request: Request) -> bool:
+        """Answer a CORS preflight with a 204 from the proxy's policy; False if it is not one."""
+        found = {name: value.decode("latin-1") for name, value in request.headers}
+        origin = found.get(b"origin")
+        request_method = found.get(b"access-control-request-method")
+        if not cors.is_preflight("OPTIONS", origin, request_method):
+            return False
+        assert origin is not None and request_method is not None
+        asked = found.get(b"access-control-request-headers")
+        headers = self.front.proxy.cors.preflight(origin, request_method, asked)
+        fields = [(n.encode(), v.encode("latin-1")) for n, v in headers]
+        fields += [(b"content-length", b"0"), (b"x-request-id", request.request_id)]
+        head = h1.response_head(204, fields, self.front.listener.date, request.keep_alive)
+        self.write(head)
+        self.front.proxy.metrics.observe(request.method, 204, 0.0, 0)
+        return True
 
     def _reply(self, request: Request, exc: AppError) -> None:
         self.write(error_response(exc, request.request_id, keep_alive=request.keep_alive))

@@ -22,6 +22,7 @@ from services.balancer import metrics
 from services.balancer.pool import Backend, Pool
 from services.balancer.upstream import Address, Connections, Upstream
 from shared.core.errors import AppError, UpstreamUnavailable
+from shared.http import cors
 from shared.http.h1 import error_bytes
 from shared.http.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS, HTTP_RESPONSE_BYTES
 
@@ -45,8 +46,11 @@ HOP_BY_HOP = frozenset(
 # a viewer's body (read whole by the front) is not forwarded, so neither is a length claiming
 # one: the backend would wait for it, or read the next request on the connection as it.
 _NOT_FORWARDED = HOP_BY_HOP | {b"x-request-id", b"x-forwarded-for", b"content-length"}
-# Not passed back to the viewer: framing is the balancer's own, and so is the request id.
-_NOT_PASSED_BACK = HOP_BY_HOP | {b"x-request-id"}
+# Not passed back to the viewer: framing is the balancer's own, and so are the request id and
+# the CORS answer (its own policy, added to every response).
+_NOT_PASSED_BACK = (
+    HOP_BY_HOP | {b"x-request-id"} | {name.encode() for name in cors.RESPONSE_HEADER_NAMES}
+)
 PROXY_ROUTE = "/{path:path}"
 UPSTREAM_ERRORS = (OSError, TimeoutError)
 
@@ -75,7 +79,16 @@ class Viewer(Protocol):
 class Request:
     """A parsed viewer request (header names lower-cased): what the proxy needs to forward it."""
 
-    __slots__ = ("headers", "http_11", "keep_alive", "method", "path", "request_id", "target")
+    __slots__ = (
+        "headers",
+        "http_11",
+        "keep_alive",
+        "method",
+        "origin",
+        "path",
+        "request_id",
+        "target",
+    )
 
     def __init__(
         self,
@@ -87,6 +100,7 @@ class Request:
         http_11: bool,
         keep_alive: bool,
         request_id: bytes,
+        origin: bytes = b"",
     ) -> None:
         self.method = method
         self.target = target
@@ -95,6 +109,7 @@ class Request:
         self.http_11 = http_11
         self.keep_alive = keep_alive
         self.request_id = request_id
+        self.origin = origin
 
 
 def forwarded_head(request: Request, client_ip: bytes) -> tuple[bytes, bool]:
@@ -152,11 +167,13 @@ class Proxy:
         pool: Pool,
         connections: Connections,
         max_attempts: int,
+        cors: cors.CorsPolicy,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.connections = connections
         self.max_attempts = max_attempts
+        self.cors = cors
         self.clock = clock
         self.retries_total = 0
         self.addresses = {b: Address.of(b.url) for b in pool.backends}
@@ -310,7 +327,7 @@ class Exchange:
             if name.lower() not in _NOT_PASSED_BACK:
                 lines += [name, b": ", value, b"\r\n"]
         lines += [b"x-backend: ", backend.name.encode("latin-1"), b"\r\nx-request-id: "]
-        lines += [request.request_id, b"\r\n"]
+        lines += [request.request_id, b"\r\n", self.proxy.cors.actual_bytes(request.origin)]
         if conn.content_length is None:
             # Chunked or ended by the close: re-framed for the viewer.
             if request.http_11:

@@ -15,6 +15,7 @@ from services.balancer.proxy import Proxy
 from services.balancer.settings import Settings
 from services.balancer.upstream import Connections
 from shared.core.tasks import cancel_and_wait
+from shared.http.cors import CorsPolicy
 
 # Idle backend connections are closed well before the backends' own keep-alive timeout (75 s),
 # so the balancer rarely reuses one the backend is closing at that moment.
@@ -47,7 +48,12 @@ class Balancer:
             idle_timeout_seconds=IDLE_CONNECTION_SECONDS,
             max_connections=settings.balancer_max_connections,
         )
-        self.proxy = Proxy(self.pool, self.connections, settings.balancer_max_attempts)
+        self.proxy = Proxy(
+            self.pool,
+            self.connections,
+            settings.balancer_max_attempts,
+            CorsPolicy(settings.cors_allowed_origins),
+        )
         self.monitor = Monitor(self.pool, self.session, settings)
         self.history: deque[dict[str, Any]] = deque(maxlen=settings.balancer_history_seconds)
         self.latest: dict[str, Any] = {}

@@ -11,6 +11,7 @@ from services.edge.service import Edge
 from services.edge.settings import Settings
 from shared.core.signing import Signer
 from shared.http.app import create_app
+from shared.http.cors import CorsPolicy
 from shared.mq.broker import Broker
 from shared.runtime.resources import Resources
 
@@ -20,7 +21,8 @@ def build(settings: Settings | None = None) -> EdgeRSGI:
     settings = settings or Settings()
     # One signer for the object route and the edge's own origin requests.
     signer = Signer.from_settings(settings)
-    return EdgeRSGI(platform_app(settings, signer), signer)
+    cors = CorsPolicy(settings.cors_allowed_origins)
+    return EdgeRSGI(platform_app(settings, signer), signer, cors)
 
 
 def platform_app(settings: Settings, signer: Signer) -> FastAPI:

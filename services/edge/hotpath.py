@@ -21,6 +21,7 @@ from services.edge.metrics import TALLY
 from services.edge.service import Edge, KnownMissing, TooLarge
 from shared.core.errors import AppError
 from shared.core.signing import DELIVERY_PREFIX, Credentials
+from shared.http.cors import CorsPolicy, is_preflight
 from shared.http.ranges import RequestHeaders, evaluate
 
 PREFIX = DELIVERY_PREFIX
@@ -66,8 +67,7 @@ async def answer(
     """The response to ``method path?query`` under ``/origin/``."""
     base = [("x-edge-id", edge.edge_id)]
     if method not in ("GET", "HEAD"):
-        body = {"error": "method_not_allowed", "detail": "objects are read with GET or HEAD"}
-        return _json(405, body, [*base, ("allow", "GET, HEAD")])
+        return _not_allowed(base)
     try:
         key = credentials.check(path, query, time.time()).key
     except AppError as exc:
@@ -139,6 +139,23 @@ async def _relay(
         if value is not None:
             out.append((name, value))
     return Reply(response.status_code, out, result="pass", relay=response, close=close)
+
+
+def preflight(edge: Edge, cors: CorsPolicy, headers: RequestHeaders) -> Reply:
+    """The answer to OPTIONS: a CORS preflight's 204, or the 405 of any other method."""
+    base = [("x-edge-id", edge.edge_id)]
+    origin = headers.get("origin")
+    request_method = headers.get("access-control-request-method")
+    if not is_preflight("OPTIONS", origin, request_method):
+        return _not_allowed(base)
+    assert origin is not None and request_method is not None
+    asked = headers.get("access-control-request-headers")
+    return Reply(204, [*base, *cors.preflight(origin, request_method, asked)])
+
+
+def _not_allowed(base: list[tuple[str, str]]) -> Reply:
+    body = {"error": "method_not_allowed", "detail": "objects are read with GET or HEAD"}
+    return _json(405, body, [*base, ("allow", "GET, HEAD")])
 
 
 def unexpected(edge: Edge) -> Reply:

@@ -19,10 +19,11 @@ from granian._granian import RSGIHTTPProtocol as HTTPProtocol
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 from granian.rsgi import Scope
 
-from services.edge.hotpath import CHUNK_BYTES, PREFIX, Reply, answer, unexpected
+from services.edge.hotpath import CHUNK_BYTES, PREFIX, Reply, answer, preflight, unexpected
 from services.edge.metrics import TALLY
 from services.edge.service import Edge
 from shared.core.signing import Credentials, Signer
+from shared.http.cors import CorsPolicy
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 class EdgeRSGI:
     """Serves ``/origin/...`` itself and bridges every other request to ``app``."""
 
-    def __init__(self, app: FastAPI, signer: Signer) -> None:
+    def __init__(self, app: FastAPI, signer: Signer, cors: CorsPolicy) -> None:
         self.app = app
+        self._cors = cors
         self._credentials = Credentials(signer)
         self._lifespan: AbstractAsyncContextManager[Any] | None = None
         self._edge: Edge | None = None
@@ -56,18 +58,24 @@ class EdgeRSGI:
         assert self._edge is not None
         started = time.perf_counter()
         method = scope.method
+        headers = scope.headers
         TALLY.in_progress += 1
         status = 500
         try:
             try:
-                reply = await answer(
-                    self._edge,
-                    self._credentials,
-                    method,
-                    scope.path,
-                    scope.query_string,
-                    scope.headers,
-                )
+                if method == "OPTIONS":
+                    reply = preflight(self._edge, self._cors, headers)
+                else:
+                    reply = await answer(
+                        self._edge,
+                        self._credentials,
+                        method,
+                        scope.path,
+                        scope.query_string,
+                        headers,
+                    )
+                    # Precomputed per origin: a lookup and an extend, no header built here.
+                    reply.headers.extend(self._cors.actual(headers.get("origin")))
             except Exception:
                 log.exception("an object request failed")
                 reply = unexpected(self._edge)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount
 
 from services.origin import accounts, player
@@ -13,8 +12,7 @@ from services.origin.settings import Settings
 from shared.core.signing import Signer
 from shared.http import signin
 from shared.http.app import create_app
-
-EXPOSED_HEADERS = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified"]
+from shared.http.cors import MEDIA_REQUEST_HEADERS, CorsMiddleware, CorsPolicy
 
 
 def build(settings: Settings | None = None) -> FastAPI:
@@ -39,21 +37,14 @@ def build(settings: Settings | None = None) -> FastAPI:
     delivery = OriginDelivery(settings, signer)
     app.router.routes.insert(0, Mount("/origin", app=delivery, name="origin"))
     app.mount("/player/assets", player.assets(), name="player-assets")
-    # Players on other sites fetch playlists and segments with XHR, so they need CORS; DELETE is
-    # left out so no other site can make a visitor's browser delete videos.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.origin_cors_allow_origins,
-        allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
-        allow_headers=[
-            "Range",
-            "If-None-Match",
-            "If-Modified-Since",
-            "If-Range",
-            "Content-Type",
-            "Authorization",
-        ],
-        expose_headers=EXPOSED_HEADERS,
-        max_age=86400,
+    # Players on other sites fetch playlists and segments with XHR, so media answers the sites
+    # of CORS_ALLOWED_ORIGINS as the edges and the balancer do. The API has its own list; DELETE
+    # is left out so no other site can make a visitor's browser delete videos.
+    api = CorsPolicy(
+        settings.origin_cors_allow_origins,
+        methods=["GET", "HEAD", "POST"],
+        request_headers=[*MEDIA_REQUEST_HEADERS, "Content-Type", "Authorization"],
     )
+    media = CorsPolicy(settings.cors_allowed_origins)
+    app.add_middleware(CorsMiddleware, policies=[("/origin/", media), ("/", api)])
     return app
