@@ -108,7 +108,7 @@ def start_suite(run_dir: Path) -> Suite:
         "LOG_LEVEL": "INFO",
         # Viewers keep their signed URLs for the whole run.
         "ORIGIN_PLAYLIST_TTL_SECONDS": "3600",
-        "ORIGIN_SEGMENT_TTL_SECONDS": "3600",
+        "ORIGIN_SEGMENT_TTL_SECONDS": "600",
         # The drill's uploaders upload without pause for the whole run, more than a day's
         # quota of one account; the quotas are proved by tests/e2e/test_quotas.py.
         "QUOTA_UPLOADS_PER_DAY": "0",

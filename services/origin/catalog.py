@@ -13,7 +13,7 @@ from typing import Any
 from services.origin.schemas import VideoEdit
 from services.origin.service import base_url, video_prefix
 from services.origin.settings import Settings
-from shared.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from shared.core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from shared.core.signing import Signer
 from shared.db.models import Role, Video, VideoState
 from shared.db.repositories import VideoRepository
@@ -43,7 +43,7 @@ def _entry(signer: Signer, settings: Settings, video: Video, request_base: str) 
         poster_url = signer.signed_url(
             base_url(settings, request_base), video.poster_key, settings.origin_playlist_ttl_seconds
         )
-    return {"poster_url": poster_url}
+    return {"poster_url": poster_url, "track_id": video.track_id}
 
 
 async def _live_progress(res: Resources, video: Video) -> dict[str, Any]:
@@ -122,6 +122,8 @@ def _edited(edit: VideoEdit) -> dict[str, Any]:
         fields["tags"] = parse_tags(",".join(edit.tags))
     if edit.privacy is not None:
         fields["privacy"] = edit.privacy.value
+    if edit.track_id is not None:
+        fields["track_id"] = edit.track_id
     return fields
 
 
@@ -134,12 +136,19 @@ async def edit_video(
     edit: VideoEdit,
     actor: Principal,
 ) -> dict[str, Any]:
-    """Change a video's title, description, tags or privacy (its owner or an admin)."""
+    """Change a video's title, description, tags, privacy or track id (its owner or an admin).
+
+    A track id another video holds is a Conflict.
+    """
     fields = _edited(edit)
     async with res.need_db().session() as session:
         repo = VideoRepository(session)
         video = await repo.get(video_id, for_update=True)
         _check_manager(video, actor)
+        if "track_id" in fields:
+            holder = await repo.id_of_track(fields["track_id"])
+            if holder not in (None, video_id):
+                raise Conflict(f"track id {fields['track_id']} names another video")
         for name, value in fields.items():
             setattr(video, name, value)
         await session.flush()

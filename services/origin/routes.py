@@ -6,11 +6,12 @@ import hmac
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from services.origin import catalog, service
-from services.origin.schemas import RefreshRequest, StreamResponse, VideoEdit
-from services.origin.settings import Settings
+from services.origin.schemas import TRACK_ID_PATTERN, RefreshRequest, StreamResponse, VideoEdit
+from services.origin.settings import Settings, parse_bitrates
+from shared.core.errors import BadRequest
 from shared.core.signing import Signer
 from shared.db.models import VideoState
 from shared.http.app import resources
@@ -38,6 +39,28 @@ def request_base(request: Request) -> str:
     return str(request.base_url)
 
 
+# The streaming gateway's health answer, kept as it was for its monitors.
+GATEWAY_HEALTH = {"status": "healthy", "service": "Streaming Gateway", "version": "0.1.0"}
+
+
+def bitrates_query(
+    available_bitrates: Annotated[
+        str | None,
+        Query(
+            max_length=400,
+            description="Comma-separated variant bitrates to list, e.g. 256000,160000,96000",
+        ),
+    ] = None,
+) -> list[int] | None:
+    """FastAPI dependency: the gateway's ``available_bitrates`` query (400 when malformed)."""
+    if available_bitrates is None or not available_bitrates.strip():
+        return None
+    try:
+        return parse_bitrates(available_bitrates)
+    except ValueError as exc:
+        raise BadRequest(str(exc), field="available_bitrates") from exc
+
+
 async def manager(request: Request, res: Res, credentials: Credentials) -> Principal:
     """FastAPI dependency: who changes a video, the operator (``ORIGIN_ADMIN_TOKEN``) or an
     account (401 without a credential; the catalog checks it owns the video)."""
@@ -55,6 +78,11 @@ def api_router(signer: Signer) -> APIRouter:
     """The stream API and the catalog, signing with the app's one ``signer``."""
     router = APIRouter()
 
+    @router.get("/health", tags=["stream"])
+    async def health() -> dict[str, str]:
+        """The streaming gateway's liveness answer (``/healthz`` is the platform's)."""
+        return GATEWAY_HEALTH
+
     # 404: no such video; 409: not playable yet (its state is in the body).
     @router.get(
         "/api/stream/{video_id}",
@@ -63,10 +91,11 @@ def api_router(signer: Signer) -> APIRouter:
         responses=error_responses(404, 409),
     )
     async def stream(
-        video_id: uuid.UUID,
+        video_id: Annotated[str, Path(pattern=TRACK_ID_PATTERN)],
         request: Request,
         res: Res,
         viewer: OptionalPrincipal,
+        bitrates: Annotated[list[int] | None, Depends(bitrates_query)],
         mode: Annotated[Literal["query", "token"] | None, Query()] = None,
         artist_id: Annotated[
             str | None, Query(max_length=32, description="The channel the video must be of")
@@ -74,7 +103,8 @@ def api_router(signer: Signer) -> APIRouter:
     ) -> object:
         """Signed master and variant URLs for a ready video (``mode``: query signature or token).
 
-        A private video's URLs go to its owner and admins only (404 to anyone else).
+        A private video's URLs go to its owner and admins only (404 to anyone else); an id
+        that names no video, in any form, is a 404.
         """
         urls = await service.stream_urls(
             res,
@@ -85,6 +115,7 @@ def api_router(signer: Signer) -> APIRouter:
             mode,
             viewer=viewer,
             channel=artist_id,
+            bitrates=bitrates,
         )
         return urls.__dict__
 
@@ -102,10 +133,12 @@ def api_router(signer: Signer) -> APIRouter:
             res,
             settings_of(res),
             signer,
-            body.video_id,
+            body.video,
             request_base(request),
             body.mode,
             viewer=viewer,
+            channel=body.artist_id,
+            bitrates=body.available_bitrates,
         )
         return urls.__dict__
 
@@ -145,11 +178,12 @@ def api_router(signer: Signer) -> APIRouter:
             res, settings_of(res), signer, video_id, request_base(request), viewer
         )
 
-    @router.patch("/api/videos/{video_id}", tags=["catalog"], responses=error_responses(403))
+    @router.patch("/api/videos/{video_id}", tags=["catalog"], responses=error_responses(403, 409))
     async def edit_video(
         video_id: uuid.UUID, edit: VideoEdit, request: Request, res: Res, actor: Manager
     ) -> dict[str, Any]:
-        """Change a video's title, description, tags or privacy (its owner or an admin)."""
+        """Change a video's title, description, tags, privacy or gateway track id (its owner
+        or an admin; 409 when another video holds the track id)."""
         return await catalog.edit_video(
             res, settings_of(res), signer, video_id, request_base(request), edit, actor
         )

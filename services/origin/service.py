@@ -8,11 +8,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.origin.playlists import children_ttl, sign_playlist
 from services.origin.settings import Settings
-from shared.core.errors import Conflict
+from shared.core.errors import Conflict, NotFound
 from shared.core.signing import Signer
-from shared.db.models import Video, VideoState
+from shared.db.models import Rendition, Video, VideoState
+from shared.db.repositories import VideoRepository
 from shared.http.auth import Principal
 from shared.media import hls
 from shared.runtime.resources import Resources
@@ -74,12 +77,30 @@ def playback_prefix(master_key: str) -> str:
     return posixpath.dirname(master_key) + "/"
 
 
+async def video_id_for(session: AsyncSession, name: uuid.UUID | str) -> uuid.UUID:
+    """The video ``name`` names: a video id, else a streaming-gateway ``track_id``; NotFound
+    when neither (as the gateway answered for a track it did not have)."""
+    repo = VideoRepository(session)
+    try:
+        video_id = uuid.UUID(str(name))
+    except ValueError:
+        pass
+    else:
+        if await repo.find(video_id) is not None:
+            return video_id
+    found = await repo.id_of_track(str(name))
+    if found is None:
+        raise NotFound(f"video {name} does not exist")
+    return found
+
+
 async def ready_video(
-    res: Resources, video_id: uuid.UUID, viewer: Principal | None, channel: str | None = None
+    res: Resources, name: uuid.UUID | str, viewer: Principal | None, channel: str | None = None
 ) -> Video:
-    """The video if ``viewer`` may play it (and it is ``channel``'s, when given); NotFound or
-    Conflict (with its state) otherwise."""
+    """The video ``name`` names if ``viewer`` may play it (and it is ``channel``'s, when given);
+    NotFound or Conflict (with its state) otherwise."""
     async with res.need_db().session() as session:
+        video_id = await video_id_for(session, name)
         video = await visible_video(session, video_id, viewer, channel=channel)
     # A transcoding video whose first segments are published plays as an EVENT stream.
     playable = (VideoState.ready.value, VideoState.transcoding.value)
@@ -90,23 +111,43 @@ async def ready_video(
     return video
 
 
+def chosen_renditions(video: Video, bitrates: list[int] | None) -> list[Rendition]:
+    """The video's variants whose bitrate (BANDWIDTH) is listed; all when ``bitrates`` is None.
+
+    NotFound, naming the bitrates the video has, when none is listed.
+    """
+    if bitrates is None:
+        return list(video.renditions)
+    chosen = [r for r in video.renditions if r.bandwidth in bitrates]
+    if not chosen:
+        raise NotFound(
+            f"video {video.id} has no variant at bitrates {bitrates}",
+            available_bitrates=[r.bandwidth for r in video.renditions],
+        )
+    return chosen
+
+
 async def stream_urls(
     res: Resources,
     settings: Settings,
     signer: Signer,
-    video_id: uuid.UUID,
+    name: uuid.UUID | str,
     request_base: str,
     mode: StreamMode | None = None,
     *,
     viewer: Principal | None = None,
     channel: str | None = None,
+    bitrates: list[int] | None = None,
 ) -> StreamUrls:
     """Signed master and variant URLs, in the streaming gateway's response shape.
 
-    A private video's URLs go to its owner and admins only; ``channel`` (the gateway's
-    ``artist_id``) must name the video's owner when given.
+    ``name`` is the video's id or its ``track_id``. A private video's URLs go to its owner and
+    admins only; ``channel`` (the gateway's
+    ``artist_id``) must name the video's owner when given; ``bitrates`` (the gateway's
+    ``available_bitrates``, by default ``ORIGIN_AVAILABLE_BITRATES``) chooses the variants.
     """
-    video = await ready_video(res, video_id, viewer, channel)
+    video = await ready_video(res, name, viewer, channel)
+    renditions = chosen_renditions(video, bitrates or settings.origin_available_bitrates)
     assert video.master_key is not None  # ready_video checked it
     mode = mode or settings.origin_stream_mode
     # The signer never issues a longer life than verifiers accept (SIGNING_MAX_TTL_SECONDS).
@@ -132,7 +173,7 @@ async def stream_urls(
                 "resolution": f"{r.width}x{r.height}" if r.width else None,
                 "url": url(r.playlist_key),
             }
-            for r in video.renditions
+            for r in renditions
         ],
         expires_in=life,
         mode=mode,

@@ -1,16 +1,32 @@
-"""Origin settings (``ORIGIN_...``)."""
+"""Origin settings (``ORIGIN_...``).
+
+The streaming gateway the origin grew from read ``STREAMING_...`` names; those are accepted as
+aliases of the settings they became, and its TTL bounds hold outside the test suite.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
 
 DEV_ADMIN_TOKEN = "dev-only-origin-admin-token"
+# The gateway's bounds (seconds); the test suite signs shorter lives to watch URLs expire.
+GATEWAY_TTL_BOUNDS = {
+    "origin_playlist_ttl_seconds": (60, 3600),
+    "origin_segment_ttl_seconds": (10, 600),
+}
+AVAILABLE_BITRATES_MAX = 32
+
+
+def gateway_alias(name: str, *gateway_names: str) -> AliasChoices:
+    """The environment names of a setting: its own, then the gateway's ``STREAMING_...`` ones."""
+    return AliasChoices(name, *gateway_names)
 
 
 class Settings(BaseServiceSettings):
@@ -24,21 +40,48 @@ class Settings(BaseServiceSettings):
         default="granian", description="HTTP server; Granian sends whole segments by path"
     )
     origin_runtime_threads: int = Field(default=1, ge=1, le=64)
+    signing_secret: str = Field(
+        default=BaseServiceSettings.model_fields["signing_secret"].default,
+        validation_alias=gateway_alias("signing_secret", "streaming_signing_secret"),
+    )
+    public_origin_url: str | None = Field(
+        default=None,
+        validation_alias=gateway_alias("public_origin_url", "streaming_base_url"),
+        description="Base URL viewers reach the origin at; default: the request's",
+    )
     origin_playlist_ttl_seconds: int = Field(
         default=300,
+        validation_alias=gateway_alias(
+            "origin_playlist_ttl_seconds", "streaming_playlist_ttl_seconds"
+        ),
         ge=1,
         le=3600,
         description="Signature life of master/variant URLs on top of the video's length",
     )
     origin_segment_ttl_seconds: int = Field(
         default=600,
+        validation_alias=gateway_alias(
+            "origin_segment_ttl_seconds", "streaming_segment_ttl_seconds"
+        ),
         ge=1,
         le=86400,
         description="Signature life of segment URLs on top of the video's length",
     )
     origin_cdn_base_url: str | None = Field(
         default=None,
-        description="Base URL (without /origin) stream URLs point at, e.g. the balancer",
+        validation_alias=gateway_alias(
+            "origin_cdn_base_url", "streaming_cdn_base_url", "cdn_base_url"
+        ),
+        description="Base URL (without /origin) every stream, playlist and poster URL points "
+        "at, e.g. the balancer",
+    )
+    # Comma-separated in the environment, as the gateway took it ("256000,160000,96000").
+    origin_available_bitrates: Annotated[list[int] | None, NoDecode] = Field(
+        default=None,
+        validation_alias=gateway_alias("origin_available_bitrates", "streaming_available_bitrates"),
+        max_length=AVAILABLE_BITRATES_MAX,
+        description="Variant bitrates (BANDWIDTH) the stream API lists when a request names "
+        "none; unset: every variant",
     )
     origin_stream_mode: Literal["query", "token"] = Field(
         default="query",
@@ -68,6 +111,23 @@ class Settings(BaseServiceSettings):
         f"{ports.CHUNKED_UPLOAD} of the host the page was loaded from",
     )
 
+    @field_validator("origin_available_bitrates", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_bitrates(value) if value.strip() else None
+        return value
+
+    @model_validator(mode="after")
+    def _ttls_within_gateway_bounds(self) -> Settings:
+        if self.environment == "test":
+            return self
+        for name, (low, high) in GATEWAY_TTL_BOUNDS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name.upper()} is {value}; it must be {low}..{high} seconds")
+        return self
+
     @field_validator("origin_player_endpoints", "origin_upload_page_url")
     @classmethod
     def _absolute_http_urls(
@@ -80,3 +140,13 @@ class Settings(BaseServiceSettings):
                 name = (info.field_name or "").upper()
                 raise ValueError(f"{name} takes absolute http(s) URLs: {url!r}")
         return value
+
+
+def parse_bitrates(text: str) -> list[int]:
+    """``"256000,160000"`` as bitrates; ValueError for anything else or more than the bound."""
+    items = [item.strip() for item in text.split(",")]
+    if len(items) > AVAILABLE_BITRATES_MAX:
+        raise ValueError(f"at most {AVAILABLE_BITRATES_MAX} bitrates")
+    if not all(item.isdigit() for item in items):
+        raise ValueError(f"bitrates are comma-separated integers: {text!r}")
+    return [int(item) for item in items]

@@ -133,6 +133,8 @@ class Video(Base):
         UUID(as_uuid=True), ForeignKey("users.id"), nullable=True, index=True
     )
     privacy: Mapped[str] = mapped_column(String(16), default=Privacy.public.value)
+    # The id a streaming-gateway client knows the video by (its ``track_id``), when one is set.
+    track_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
 
     renditions: Mapped[list[Rendition]] = relationship(
         back_populates="video", cascade="all, delete-orphan", order_by="Rendition.bandwidth.desc()"

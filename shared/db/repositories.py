@@ -42,6 +42,10 @@ class VideoRepository:
         """The video in any state, or None."""
         return await self.session.get(Video, video_id)
 
+    async def id_of_track(self, track_id: str) -> uuid.UUID | None:
+        """The video a streaming-gateway ``track_id`` names, if any."""
+        return await self.session.scalar(select(Video.id).where(Video.track_id == track_id))
+
     async def channel_of(self, video: Video) -> str | None:
         """The name of the account (its channel) that owns the video, if any."""
         if video.owner_id is None:
