@@ -256,6 +256,11 @@ class BaseServiceSettings(BaseSettings):
     public_origin_url: str | None = Field(
         default=None, description="Base URL viewers reach the origin at; default: the request's"
     )
+    # Media is guarded by its signature, so any site may read it by default (shared.http.cors).
+    cors_allowed_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='Sites whose pages may read media (GET/HEAD, Range) across origins; "*" any',
+    )
     log_level: str = "INFO"
     log_json: bool = False
     fault_delay_seconds: float = Field(

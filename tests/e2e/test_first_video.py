@@ -15,25 +15,7 @@ from tests.support.media import make_clip
 from tests.support.polling import wait_for
 from tests.support.processes import Processes
 from tests.support.signing import signer_of
-
-
-def upload(url: str, path: Path, account: Account, **params: str) -> httpx.Response:
-    with path.open("rb") as fh:
-        return httpx.put(
-            f"{url}/api/videos",
-            params=params,
-            content=fh.read(),
-            headers={**account.headers, "Content-Type": "application/octet-stream"},
-            timeout=60,
-        )
-
-
-def wait_state(origin: str, video_id: str, states: set[str], timeout: float = 120) -> dict:
-    def check() -> dict | None:
-        body = httpx.get(f"{origin}/api/videos/{video_id}", timeout=5).json()
-        return body if body["state"] in states else None
-
-    return wait_for(check, timeout=timeout, what=f"video {video_id} in {states}")
+from tests.support.upload import stream_upload_file, wait_state
 
 
 def with_query(url: str, **changes: str) -> str:
@@ -55,7 +37,7 @@ def test_upload_transcode_and_play(
     suite: dict[str, str], media_dir: Path, account: Account
 ) -> None:
     clip = make_clip(media_dir / "slice.mp4", seconds=6, size="640x360")
-    response = upload(suite["upload"], clip, account, title="slice")
+    response = stream_upload_file(suite["upload"], clip, account, title="slice")
     assert response.status_code == 201, response.text
     video = response.json()
     assert response.headers["location"] == f"/api/videos/{video['id']}"
@@ -106,7 +88,7 @@ async def test_not_media_leaves_nothing(
                 )
             )
         ).one()
-    response = upload(suite["upload"], junk, account)
+    response = stream_upload_file(suite["upload"], junk, account)
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "not_media"
@@ -131,7 +113,7 @@ def test_sigkill_mid_transcode_then_new_worker(
     origin_proc = procs.service("origin")
     clip = make_clip(media_dir / "long720.mp4", seconds=40, size="1280x720")
     worker = procs.worker("push")
-    video = upload(upload_proc.url or "", clip, account).json()
+    video = stream_upload_file(upload_proc.url or "", clip, account).json()
     origin = origin_proc.url or ""
     wait_for(
         lambda: (

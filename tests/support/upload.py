@@ -38,6 +38,7 @@ from tests.support.accounts import Account
 from tests.support.infra import private_queues
 from tests.support.media import MIB
 from tests.support.paths import ROOT
+from tests.support.polling import wait_for
 from tests.support.processes import Processes
 
 NODE_DIR = ROOT / "tests" / "node"
@@ -227,3 +228,25 @@ def _tuspy_main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _tuspy_main(sys.argv[1:])
+
+
+def stream_upload_file(url: str, path: Path, account: Account, **params: str) -> httpx.Response:
+    """PUT a file to the streamed upload service at ``url`` as ``account``."""
+    with path.open("rb") as fh:
+        return httpx.put(
+            f"{url}/api/videos",
+            params=params,
+            content=fh.read(),
+            headers={**account.headers, "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+
+
+def wait_state(origin: str, video_id: str, states: set[str], timeout: float = 120) -> dict:
+    """The video's details once its state is one of ``states`` (public or unlisted videos)."""
+
+    def check() -> dict | None:
+        body = httpx.get(f"{origin}/api/videos/{video_id}", timeout=5).json()
+        return body if body["state"] in states else None
+
+    return wait_for(check, timeout=timeout, what=f"video {video_id} in {states}")
