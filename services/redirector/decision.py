@@ -78,8 +78,10 @@ class VideoUrl:
         return f"{self.scheme}://{self.netloc}{self.path}{tail}"
 
     def cdn_url(self, cdn_host: str) -> str:
+        """The same object on the CDN, over the scheme the viewer asked for (https stays
+        https)."""
         tail = f"?{self.query}" if self.query else ""
-        return f"http://{cdn_host}/{self.subdomain}{self.path}{tail}"
+        return f"{self.scheme}://{cdn_host}/{self.subdomain}{self.path}{tail}"
 
 
 def parse_video_url(video: str | None, hosts: HostPatterns, max_bytes: int) -> VideoUrl:

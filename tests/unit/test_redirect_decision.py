@@ -60,6 +60,8 @@ def test_url_without_a_path_and_with_a_port() -> None:
         b.redirect("https://S3.Origin-Cluster:8443/a").location
         == "https://s3.origin-cluster:8443/a"
     )
+    # The CDN side keeps the scheme too: an https page is not sent to plain http.
+    assert b.redirect("https://S3.Origin-Cluster:8443/a").location == "https://cdn.example.com/s3/a"
 
 
 def test_permanent_status_is_cacheable_for_a_bounded_time() -> None:
