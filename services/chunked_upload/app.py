@@ -93,7 +93,11 @@ def build(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         routers=[
             tus_router,
-            page_router(settings.chunked_upload_page_endpoints, settings.public_origin_url),
+            page_router(
+                settings.chunked_upload_page_endpoints,
+                settings.public_origin_url,
+                settings.trusted_proxies,
+            ),
             signin.router(),
             video_router,
         ],

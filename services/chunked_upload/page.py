@@ -28,16 +28,18 @@ _ASSETS = {
 }
 
 
-def page_router(allowed_endpoints: list[str], origin_url: str | None) -> APIRouter:
+def page_router(
+    allowed_endpoints: list[str], origin_url: str | None, trusted: frozenset[str]
+) -> APIRouter:
     """The page and its assets; ``allowed_endpoints`` are the other servers it may send to,
-    ``origin_url`` the origin whose pages it links to."""
+    ``origin_url`` the origin whose pages it links to, ``trusted`` the proxies in front."""
     router = APIRouter(tags=["page"])
     page = fill((STATIC / "upload.html").read_text(), {"endpoints": json.dumps(allowed_endpoints)})
 
     @router.get("/upload", include_in_schema=False)
     async def upload_page(request: Request) -> HTMLResponse:
         """The upload page."""
-        origin = page_url(request, origin_url and origin_url.rstrip("/"), ports.ORIGIN, "")
+        origin = page_url(request, origin_url and origin_url.rstrip("/"), ports.ORIGIN, "", trusted)
         links = {"player_url": f"{origin}/player", "my_url": f"{origin}/my"}
         return HTMLResponse(fill(page, links), headers={"Cache-Control": "no-cache"})
 

@@ -30,7 +30,7 @@ from shared.media.samples import synthetic_clip
 
 if TYPE_CHECKING:
     from services.cli.provision import DemoAccount
-    from services.configs.proxies import Backend
+    from services.configs.proxies import Backend, FrontDoor
 
 
 class SuiteSettings(BaseServiceSettings):
@@ -44,6 +44,13 @@ class SuiteSettings(BaseServiceSettings):
     suite_ready_timeout_seconds: float = 180
     redirector_ports: tuple[int, ...] = ports.REDIRECTORS
     nginx_port: int = ports.NGINX_REDIRECT
+    front_http_port: int = ports.FRONT_HTTP
+    front_https_port: int = ports.FRONT_HTTPS
+    front_door_cert_file: Path | None = Field(
+        default=None,
+        description="The front door's TLS certificate (PEM); unset, a self-signed one is made",
+    )
+    front_door_key_file: Path | None = Field(default=None, description="Its private key (PEM)")
     prometheus_port: int = ports.PROMETHEUS
     suite_restart_backoff_seconds: float = Field(
         default=1, gt=0, description="Wait before restarting a child that exited; doubles per exit"
@@ -219,15 +226,51 @@ def _balancer_child(settings: SuiteSettings, logs: Path) -> Child:
     )
 
 
+def _front_door(settings: SuiteSettings, run_dir: Path) -> FrontDoor:
+    """The front door over the suite's services, with the configured or a self-signed
+    certificate."""
+    from services.configs.proxies import FrontDoor
+
+    cert, key = settings.front_door_cert_file, settings.front_door_key_file
+    if cert is None or key is None:
+        cert, key = local_certificate(run_dir)
+    return FrontDoor(
+        origin=f"127.0.0.1:{settings.origin_port}",
+        upload=f"127.0.0.1:{settings.upload_port}",
+        chunked_upload=f"127.0.0.1:{settings.chunked_upload_port}",
+        balancer=f"127.0.0.1:{settings.balancer_port}",
+        certificate=str(cert),
+        certificate_key=str(key),
+        http_listen=str(settings.front_http_port),
+        https_listen=str(settings.front_https_port),
+    )
+
+
+def local_certificate(run_dir: Path) -> tuple[Path, Path]:
+    """The suite's self-signed certificate for localhost and 127.0.0.1, made once and reused."""
+    from services.upload.tls import ensure_self_signed
+
+    return ensure_self_signed(run_dir / "tls" / "local.crt", run_dir / "tls" / "local.key")
+
+
 def _redirector_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
-    """Four redirectors and nginx in front of them (nginx also fronts haproxy on /origin/)."""
+    """Four redirectors and nginx in front of them (nginx also fronts haproxy on /origin/),
+    and the front door in the same nginx."""
     from services.configs.proxies import render_nginx
 
     children, backends = _replicas(
         "redirector",
         settings.redirector_ports,
         run_dir / "logs",
-        lambda name, _port: {"REDIRECTOR_INSTANCE_ID": name},
+        lambda name, _port: {
+            "REDIRECTOR_INSTANCE_ID": name,
+            # The CDN side is the suite's own edges, at the path the viewer asked the redirect
+            # of: nginx (8080) and the front door (/r/) serve /origin/ from them.
+            "REDIRECTOR_CDN_TARGET": os.environ.get("REDIRECTOR_CDN_TARGET", "edges"),
+            "REDIRECTOR_ORIGIN_HOSTS": os.environ.get(
+                "REDIRECTOR_ORIGIN_HOSTS", '["127.0.0.1", "localhost"]'
+            ),
+        },
     )
     if shutil.which("nginx") is None:
         say("nginx not found on PATH, redirectors run without it. Install: apt-get install nginx")
@@ -244,6 +287,7 @@ def _redirector_children(settings: SuiteSettings, run_dir: Path) -> list[Child]:
             pid=str(nginx_dir / "nginx.pid"),
             error_log=str(error_log),
             temp_dir=str(nginx_dir),
+            front_door=_front_door(settings, run_dir),
         )
     )
     args = ["nginx", "-p", str(nginx_dir), "-e", str(error_log), "-c", str(config)]
@@ -359,6 +403,11 @@ def _demo(settings: SuiteSettings, run_dir: Path, account: DemoAccount) -> bool:
     print(f"\nPlayer:            {origin_url}/player?video={video['id']}")
     print(f"My videos:         {origin_url}/my  (sign in as the demo uploader)")
     print(f"Upload page:       http://127.0.0.1:{settings.chunked_upload_port}/upload")
+    if shutil.which("nginx"):
+        front = f"https://127.0.0.1:{settings.front_https_port}"
+        print(f"Front door:        {front}/  (self-signed unless FRONT_DOOR_CERT_FILE is set)")
+        print(f"                   http://127.0.0.1:{settings.front_http_port}/  (plain HTTP)")
+        print(f"Upload through it: {front}/upload")
     print(f"Signed master URL: {stream['master_url']}")
     print(f'Try:               ffplay "{stream["master_url"]}"\n', flush=True)
     return True
@@ -382,14 +431,10 @@ def run_suite(*, run_dir: Path, demo: bool = True) -> int:
     env.setdefault("STORAGE_ROOT", str(run_dir / "objects"))
     env["PYTHONUNBUFFERED"] = "1"
     if "UPLOAD_TLS_CERT_FILE" not in env:
-        from services.upload.tls import ensure_self_signed
-
         # h2 over TLS needs a certificate; a self-signed one is made once and reused.
-        cert, key = ensure_self_signed(
-            run_dir / "tls" / "upload.crt", run_dir / "tls" / "upload.key"
-        )
+        cert, key = local_certificate(run_dir)
         env["UPLOAD_TLS_CERT_FILE"], env["UPLOAD_TLS_KEY_FILE"] = str(cert), str(key)
-        say(f"upload TLS certificate: {cert}")
+        say(f"self-signed TLS certificate (upload, front door): {cert}")
     children = _children(settings, run_dir)
     supervisor = Supervisor(
         children,

@@ -17,11 +17,14 @@ from pathlib import Path
 
 from services.configs.prometheus import render_kubernetes
 from services.configs.proxies import Backend, render_haproxy, render_nginx
+from services.upload.tls import ensure_self_signed
 from shared.core import ports
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = Path("deploy/k8s")
 COMPOSE = Path("deploy/compose")
+# Where docker compose mounts the front door's certificate from.
+COMPOSE_TLS = COMPOSE / "tls"
 
 COMPOSE_EDGES = tuple(
     Backend(f"edge-{i}", f"edge-{i}:{port}") for i, port in enumerate(ports.EDGES, start=1)
@@ -122,7 +125,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="generate the Kubernetes secrets (unless they exist) instead",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help=f"make a self-signed certificate for the compose front door in {COMPOSE_TLS} "
+        "(unless one is there)",
+    )
     args = parser.parse_args(argv)
+    if args.tls:
+        cert, key = ensure_self_signed(
+            ROOT / COMPOSE_TLS / "tls.crt", ROOT / COMPOSE_TLS / "tls.key"
+        )
+        print(f"certificate: {cert}\nkey: {key}")
+        return
     if args.secrets:
         written = write_secrets()
         for path in written:

@@ -1,7 +1,8 @@
 """Proxy configurations rendered from one place, so ``vsp up``, tests and deployments agree.
 
 ``python -m services.configs.proxies haproxy > haproxy.cfg`` regenerates the repository's default.
-``python -m services.configs.proxies nginx > nginx.conf`` does the same for nginx.
+``python -m services.configs.proxies nginx --front-door > nginx.conf`` does the same for nginx:
+the redirectors' server and the front door (one host for pages, APIs, tus and streams).
 """
 
 from __future__ import annotations
@@ -149,8 +150,200 @@ http {{
             return 200 "ok\\n";
         }}
     }}
-}}
+{front_door}}}
 """
+
+# The front door: one host for pages, APIs, tus and streams, over HTTPS with HTTP/2 and plain
+# HTTP. Upload bodies stream through (no buffering, no cap: the services enforce theirs, after
+# authentication and before a byte is stored); everything else is capped at 1 MiB. Writes to
+# /api/videos are the upload service's, reads and edits the origin's. Errors nginx makes itself
+# are JSON like the services' own.
+_FRONT_DOOR_TEMPLATE = """
+    upstream origin {{
+        server {origin};
+        keepalive {keepalive};
+    }}
+
+    upstream upload {{
+        server {upload};
+        keepalive 16;
+    }}
+
+    upstream chunked_upload {{
+        server {chunked_upload};
+        keepalive 16;
+    }}
+
+    upstream balancer {{
+        server {balancer};
+        keepalive {keepalive};
+    }}
+
+    map $request_method $videos_upstream {{
+        POST upload;
+        PUT upload;
+        default origin;
+    }}
+
+    map $http_upgrade $front_connection {{
+        default upgrade;
+        "" "";
+    }}
+
+    server {{
+        listen {http_listen};
+        listen {https_listen} ssl http2;
+        ssl_certificate {certificate};
+        ssl_certificate_key {certificate_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:front_door:10m;
+        ssl_session_timeout 1h;
+{hsts}
+        client_max_body_size 1m;
+        client_body_buffer_size 1m;
+        proxy_http_version 1.1;
+        proxy_set_header Connection $front_connection;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
+
+        error_page 413 = @too_large;
+        error_page 502 503 504 = @unavailable;
+
+        location = / {{
+            proxy_pass http://origin/player;
+        }}
+        location = /player {{
+            proxy_pass http://origin;
+        }}
+        location /player/ {{
+            proxy_pass http://origin;
+        }}
+        location = /my {{
+            proxy_pass http://origin;
+        }}
+        location = /health {{
+            proxy_pass http://origin;
+        }}
+        location = /docs {{
+            proxy_pass http://origin;
+        }}
+        location = /openapi.json {{
+            proxy_pass http://origin;
+        }}
+        location /api/ {{
+            proxy_pass http://origin;
+        }}
+        location = /api/videos {{
+            # The body streams through this buffer, which also sets the h2 stream's window:
+            # 8 MiB carries an h2 upload about half again as fast as 1 MiB does.
+            client_max_body_size 0;
+            client_body_buffer_size 8m;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+            proxy_send_timeout 300s;
+            proxy_pass http://$videos_upstream;
+        }}
+        location /api/videos/ {{
+            client_max_body_size 0;
+            client_body_buffer_size 8m;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+            proxy_send_timeout 300s;
+            proxy_pass http://$videos_upstream;
+        }}
+        location ~ ^/api/videos/[^/]+/events$ {{
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+            proxy_pass http://chunked_upload;
+        }}
+        location = /api/stats {{
+            proxy_pass http://balancer;
+        }}
+        location = /upload {{
+            proxy_pass http://chunked_upload;
+        }}
+        location /static/ {{
+            proxy_pass http://chunked_upload;
+        }}
+        location /files {{
+            client_max_body_size 0;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+            proxy_send_timeout 300s;
+            proxy_pass http://chunked_upload;
+        }}
+        location /origin/ {{
+            proxy_max_temp_file_size 0;
+            proxy_pass http://balancer;
+        }}
+        location = /dashboard {{
+            proxy_pass http://balancer;
+        }}
+        location /dashboard/ {{
+            proxy_pass http://balancer;
+        }}
+        location = /ws {{
+            proxy_read_timeout 1h;
+            proxy_pass http://balancer;
+        }}
+        location /r/ {{
+            proxy_pass http://redirectors/;
+        }}
+        location = /nginx/healthz {{
+            access_log off;
+            return 200 "ok\\n";
+        }}
+        location / {{
+            default_type application/json;
+            return 404 '{{"error":"not_found","detail":"nothing is served at this path"}}';
+        }}
+        location @too_large {{
+            default_type application/json;
+            return 413 '{{"error":"payload_too_large","detail":"at most 1 MiB here"}}';
+        }}
+        location @unavailable {{
+            default_type application/json;
+            add_header Retry-After 5 always;
+            return 503 '{{"error":"unavailable","detail":"try again shortly"}}';
+        }}
+    }}
+"""
+
+_HSTS = '        add_header Strict-Transport-Security "max-age=31536000" always;\n'
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """The front door's listeners, certificate and the services behind it (``host:port``)."""
+
+    origin: str
+    upload: str
+    chunked_upload: str
+    balancer: str
+    certificate: str
+    certificate_key: str
+    http_listen: str = str(ports.FRONT_HTTP)
+    https_listen: str = str(ports.FRONT_HTTPS)
+    # Browsers then refuse plain HTTP to the host for a year: for deployments with real
+    # certificates, never for a local self-signed one.
+    hsts: bool = False
+
+    def render(self, keepalive: int) -> str:
+        return _FRONT_DOOR_TEMPLATE.format(
+            origin=self.origin,
+            upload=self.upload,
+            chunked_upload=self.chunked_upload,
+            balancer=self.balancer,
+            keepalive=keepalive,
+            http_listen=self.http_listen,
+            https_listen=self.https_listen,
+            certificate=self.certificate,
+            certificate_key=self.certificate_key,
+            hsts=_HSTS if self.hsts else "",
+        )
 
 
 def render_nginx(
@@ -165,8 +358,10 @@ def render_nginx(
     error_log: str = "/dev/stderr",
     access_log: str = "off",
     temp_dir: str = "/tmp",
+    front_door: FrontDoor | None = None,
 ) -> str:
-    """nginx.conf: ``/``, ``/config``, ``/whoami`` to the redirectors, ``/origin/`` to haproxy."""
+    """nginx.conf: ``/``, ``/config``, ``/whoami`` to the redirectors, ``/origin/`` to haproxy;
+    with ``front_door``, the front door's server too (``/r/`` reaching the same redirectors)."""
     if not redirectors:
         raise ValueError("nginx needs at least one redirector")
     servers = "\n".join(f"        server {r.address};  # {r.name}" for r in redirectors)
@@ -181,12 +376,25 @@ def render_nginx(
         keepalive=keepalive,
         haproxy=haproxy,
         listen=listen,
+        front_door=front_door.render(keepalive) if front_door else "",
     )
 
 
 # The compose service names; `vsp up` and the tests render their own with local addresses.
 DEFAULT_REDIRECTORS = tuple(
     Backend(f"redirector-{n}", f"redirector-{n}:{8009 + n}") for n in range(1, 5)
+)
+
+
+# The front door as docker compose runs it: its certificate is mounted from the host
+# (FRONT_DOOR_TLS_DIR, docs/DEPLOYMENT.md).
+COMPOSE_FRONT_DOOR = FrontDoor(
+    origin=f"origin:{ports.ORIGIN}",
+    upload=f"upload:{ports.UPLOAD}",
+    chunked_upload=f"chunked-upload:{ports.CHUNKED_UPLOAD}",
+    balancer=f"balancer:{ports.BALANCER}",
+    certificate="/etc/nginx/tls/tls.crt",
+    certificate_key="/etc/nginx/tls/tls.key",
 )
 
 
@@ -202,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ngx.add_argument("--listen", default=str(ports.NGINX_REDIRECT))
     ngx.add_argument("--redirector", action="append", help="NAME=HOST:PORT, repeatable")
     ngx.add_argument("--haproxy", default=f"haproxy:{ports.HAPROXY}")
+    ngx.add_argument(
+        "--front-door", action="store_true", help="add the front door as docker compose runs it"
+    )
     args = parser.parse_args(argv)
     if args.kind == "haproxy":
         edges = [Backend(*item.split("=", 1)) for item in args.edge] if args.edge else DEFAULT_EDGES
@@ -212,7 +423,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.redirector
             else DEFAULT_REDIRECTORS
         )
-        sys.stdout.write(render_nginx(redirectors, listen=args.listen, haproxy=args.haproxy))
+        front_door = COMPOSE_FRONT_DOOR if args.front_door else None
+        sys.stdout.write(
+            render_nginx(
+                redirectors, listen=args.listen, haproxy=args.haproxy, front_door=front_door
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,13 @@ def router(settings: Settings) -> APIRouter:
     routes = APIRouter(tags=["player"])
 
     def serve(template: str, request: Request) -> Response:
-        upload = page_url(request, settings.origin_upload_page_url, ports.CHUNKED_UPLOAD, "/upload")
+        upload = page_url(
+            request,
+            settings.origin_upload_page_url,
+            ports.CHUNKED_UPLOAD,
+            "/upload",
+            settings.trusted_proxies,
+        )
         page = fill(template, {"upload_url": upload}).encode()
         # Revalidated each time so a new release reaches viewers; assets are checked by ETag.
         plan = plan_body(

@@ -22,6 +22,7 @@ from shared.http.auth import (
     bearer_token,
     require_principal,
 )
+from shared.http.clients import public_base_url
 from shared.http.openapi import error_responses
 from shared.runtime.resources import Resources
 
@@ -35,8 +36,9 @@ def settings_of(res: Resources) -> Settings:
     return res.settings
 
 
-def request_base(request: Request) -> str:
-    return str(request.base_url)
+def request_base(request: Request, res: Resources) -> str:
+    """Where the viewer reached the origin: through the front door, its scheme and host."""
+    return public_base_url(request, res.settings.trusted_proxies)
 
 
 # The streaming gateway's health answer, kept as it was for its monitors.
@@ -111,7 +113,7 @@ def api_router(signer: Signer) -> APIRouter:
             settings_of(res),
             signer,
             video_id,
-            request_base(request),
+            request_base(request, res),
             mode,
             viewer=viewer,
             channel=artist_id,
@@ -134,7 +136,7 @@ def api_router(signer: Signer) -> APIRouter:
             settings_of(res),
             signer,
             body.video,
-            request_base(request),
+            request_base(request, res),
             body.mode,
             viewer=viewer,
             channel=body.artist_id,
@@ -160,7 +162,7 @@ def api_router(signer: Signer) -> APIRouter:
             res,
             settings,
             signer,
-            request_base(request),
+            request_base(request, res),
             query=q,
             state=state,
             viewer=viewer,
@@ -175,7 +177,7 @@ def api_router(signer: Signer) -> APIRouter:
     ) -> dict[str, Any]:
         """A video's state, metadata, renditions and live progress (private: its owner only)."""
         return await catalog.video_details(
-            res, settings_of(res), signer, video_id, request_base(request), viewer
+            res, settings_of(res), signer, video_id, request_base(request, res), viewer
         )
 
     @router.patch("/api/videos/{video_id}", tags=["catalog"], responses=error_responses(403, 409))
@@ -185,7 +187,7 @@ def api_router(signer: Signer) -> APIRouter:
         """Change a video's title, description, tags, privacy or gateway track id (its owner
         or an admin; 409 when another video holds the track id)."""
         return await catalog.edit_video(
-            res, settings_of(res), signer, video_id, request_base(request), edit, actor
+            res, settings_of(res), signer, video_id, request_base(request, res), edit, actor
         )
 
     # 503: the objects are gone but the edges could not be told to purge them; delete again.

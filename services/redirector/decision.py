@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from services.redirector.schemas import PERMANENT, RedirectConfig
+from services.redirector.schemas import PERMANENT, CdnTarget, RedirectConfig
 from shared.core.errors import BadRequest
 
 Side = Literal["origin", "cdn"]
@@ -83,9 +83,21 @@ class VideoUrl:
         tail = f"?{self.query}" if self.query else ""
         return f"{self.scheme}://{cdn_host}/{self.subdomain}{self.path}{tail}"
 
+    @property
+    def edge_path(self) -> str:
+        """The same object as a path-absolute reference: the viewer stays on the scheme and host
+        it asked the redirect of, whose ``/origin/`` routes reach the edges."""
+        tail = f"?{self.query}" if self.query else ""
+        return f"{self.path}{tail}"
 
-def parse_video_url(video: str | None, hosts: HostPatterns, max_bytes: int) -> VideoUrl:
-    """Validate ``video``; BadRequest subclasses say exactly what is wrong."""
+
+def parse_video_url(
+    video: str | None, hosts: HostPatterns, max_bytes: int, *, path_reference: bool = False
+) -> VideoUrl:
+    """Validate ``video``; BadRequest subclasses say exactly what is wrong.
+
+    ``path_reference``: its path will be sent on its own as a Location (``VideoUrl.edge_path``).
+    """
     if not video:
         raise InvalidVideoUrl("the video query parameter is required: /?video=<url>")
     if len(video) > max_bytes:
@@ -108,6 +120,9 @@ def parse_video_url(video: str | None, hosts: HostPatterns, max_bytes: int) -> V
         raise InvalidVideoUrl("the video URL has no host")
     if not hosts.allows(host):
         raise HostNotAllowed(f"{host} is not an origin host")
+    # Sent on its own, //evil.example/x is a protocol-relative reference: a redirect to evil.
+    if path_reference and parts.path.startswith("//"):
+        raise InvalidVideoUrl("the video URL's path must not start with //")
     netloc = host if port is None else f"{host}:{port}"
     return VideoUrl(parts.scheme, netloc, host.split(".", 1)[0], parts.path or "/", parts.query)
 
@@ -137,10 +152,12 @@ class RatioSplit:
         *,
         max_url_bytes: int,
         permanent_max_age_seconds: int,
+        cdn_target: CdnTarget = "host",
     ) -> None:
         self.hosts = hosts
         self.max_url_bytes = max_url_bytes
         self.permanent_max_age_seconds = permanent_max_age_seconds
+        self.cdn_target = cdn_target
         self._count = 0
         self._parse = functools.lru_cache(maxsize=PARSED_URLS)(self._parse_once)
         self.apply(config)
@@ -155,7 +172,14 @@ class RatioSplit:
             self.cache_control = "no-store"
 
     def _parse_once(self, video: str | None) -> VideoUrl:
-        return parse_video_url(video, self.hosts, self.max_url_bytes)
+        path_reference = self.cdn_target == "edges"
+        return parse_video_url(video, self.hosts, self.max_url_bytes, path_reference=path_reference)
+
+    def cdn_location(self, url: VideoUrl) -> str:
+        """Where the CDN side sends ``url``: the CDN host, or the edges behind this host."""
+        if self.cdn_target == "edges":
+            return url.edge_path
+        return url.cdn_url(self.config.cdn_host)
 
     def pick(self, viewer: str | None = None) -> Side:
         """The side of the next request: by the viewer's hash when sticky, else by the counter."""
@@ -169,7 +193,6 @@ class RatioSplit:
     def redirect(self, video: str | None, viewer: str | None = None) -> Redirect:
         """Validate the video URL, then pick its side; nothing is counted for a bad request."""
         url = self._parse(video)
-        config = self.config
         side = self.pick(viewer)
-        location = url.origin_url if side == "origin" else url.cdn_url(config.cdn_host)
-        return Redirect(side, config.status_code, location, self.cache_control)
+        location = url.origin_url if side == "origin" else self.cdn_location(url)
+        return Redirect(side, self.config.status_code, location, self.cache_control)

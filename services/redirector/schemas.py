@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 STATUS_CODES = frozenset({301, 302, 303, 307, 308})
 PERMANENT = frozenset({301, 308})
+# Where the CDN side points: the configured CDN host (an external CDN), or the suite's own edges
+# behind the host the viewer asked (a path-absolute Location that nginx routes to the edges).
+CdnTarget = Literal["host", "edges"]
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*(?::(?P<port>[0-9]{{1,5}}))?$")
@@ -64,5 +67,8 @@ class ConfigView(BaseModel):
     sticky: bool
     version: int
     source: Literal["database", "environment"]
+    cdn_target: CdnTarget = Field(
+        description="REDIRECTOR_CDN_TARGET: 'edges' sends the CDN side to this host's edges"
+    )
     instance: str
     applied_at: float = Field(description="When this instance started using it (Unix time)")

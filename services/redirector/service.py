@@ -61,6 +61,7 @@ class Redirector:
             HostPatterns(settings.redirector_origin_hosts),
             max_url_bytes=settings.redirector_max_url_bytes,
             permanent_max_age_seconds=settings.redirector_permanent_max_age_seconds,
+            cdn_target=settings.redirector_cdn_target,
         )
         self.applied_at = time.time()
         self._publish(self.fallback)
@@ -81,6 +82,7 @@ class Redirector:
             sticky=config.sticky,
             version=config.version,
             source=config.source,
+            cdn_target=self.balancer.cdn_target,
             instance=self.settings.redirector_instance_id,
             applied_at=self.applied_at,
         )

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from services.redirector.schemas import STATUS_CODES, validate_host
+from services.redirector.schemas import STATUS_CODES, CdnTarget, validate_host
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
 from shared.http.h1_limits import Limits
@@ -30,6 +30,14 @@ class Settings(BaseServiceSettings):
     redirector_ratio: int = Field(default=5, ge=1)
     redirector_status_code: int = 302
     redirector_sticky: bool = False
+
+    redirector_cdn_target: CdnTarget = Field(
+        default="host",
+        description=(
+            "Where the CDN side points: 'host' the CDN host, 'edges' the video URL's path on the"
+            " host the viewer asked (nginx routes /origin/ to the edges)"
+        ),
+    )
 
     redirector_origin_hosts: tuple[str, ...] = Field(
         default=("*.origin-cluster",),

@@ -20,6 +20,9 @@ BALANCER: Final = 8090
 WORKERS: Final = {"push": 9101, "pull": 9102}
 WORKER_METRICS: Final = WORKERS["push"]
 NGINX_REDIRECT: Final = 8080
+# The front door (nginx): one host for pages, APIs, tus and streams.
+FRONT_HTTP: Final = 8000
+FRONT_HTTPS: Final = 8443
 HAPROXY: Final = 8081
 PROMETHEUS: Final = 9090
 RABBITMQ_METRICS: Final = 15692

@@ -232,8 +232,8 @@ class BaseServiceSettings(BaseSettings):
         "API_RATE_LIMIT_WINDOW_SECONDS, from any address (0: no limit)",
     )
     api_rate_limit_window_seconds: int = Field(default=60, ge=1, le=86_400)
-    trusted_proxies: list[str] = Field(
-        default=["127.0.0.1", "::1"],
+    trusted_proxies: frozenset[str] = Field(
+        default=frozenset({"127.0.0.1", "::1"}),
         max_length=64,
         description="Addresses of the reverse proxies in front of the services, whose "
         "X-Forwarded-For names the client (the nearest untrusted hop counts as the client)",

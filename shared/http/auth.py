@@ -104,7 +104,7 @@ async def spend_api_rate(res: Resources, request: Request, principal: Principal 
     window = settings.api_rate_limit_window_seconds
     if principal is None:
         limit = Limit("api-address", settings.api_rate_limit_per_address, window)
-        subject = request_client(request, frozenset(settings.trusted_proxies))
+        subject = request_client(request, settings.trusted_proxies)
         what = "too many API requests from this address"
     elif not principal.is_admin:
         limit = Limit("api-account", settings.api_rate_limit_per_account, window)

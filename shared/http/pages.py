@@ -6,12 +6,19 @@ import html
 
 from fastapi import Request
 
+from shared.http.clients import forwarded_origin
 
-def page_url(request: Request, configured: str | None, port: int, path: str) -> str:
-    """``configured``, or else ``path`` at ``port`` of the host ``request`` came to: where a
-    local suite (every service on its default port of one host) serves that page."""
+
+def page_url(
+    request: Request, configured: str | None, port: int, path: str, trusted: frozenset[str]
+) -> str:
+    """``configured``; else, for a request through the front door (which serves every page on
+    its one host), ``path`` itself; else ``path`` at ``port`` of the host ``request`` came to:
+    where a local suite (every service on its default port of one host) serves that page."""
     if configured:
         return configured
+    if forwarded_origin(request, trusted):
+        return path
     host = request.url.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"

@@ -85,7 +85,7 @@ def router() -> APIRouter:
     @api.post("/api/auth/token", response_model=TokenResponse, responses=error_responses(401, 429))
     async def token(form: Form, request: Request, response: Response, res: Res) -> object:
         """Sign in with the account name and password (OAuth2 password flow)."""
-        address = request_client(request, frozenset(res.settings.trusted_proxies))
+        address = request_client(request, res.settings.trusted_proxies)
         access_token = await sign_in(res, form.username, form.password, address)
         response.headers.update(NO_STORE)
         return TokenResponse(

@@ -16,10 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.support.accounts import create_account
-from tests.support.browser import launch_chromium, sign_in_on
+from tests.support.browser import launch_chromium, sign_in_on, upload_with_page
 from tests.support.media import make_clip
 from tests.support.ports import free_port
 from tests.support.processes import Processes
@@ -94,19 +93,7 @@ def test_signed_in_owner_uploads_lists_plays_and_hides_a_video(
     # The upload page: sign in, upload, follow the video until it is ready.
     page.goto(f"{pages.upload}/upload")
     sign_in_on(page, owner.name, owner.password)
-    page.set_input_files("#file", str(clip))
-    page.fill("#title", TITLE)
-    page.click("#start")
-    try:
-        page.wait_for_function(
-            "document.getElementById('state').textContent === 'ready'", timeout=180_000
-        )
-    except PlaywrightTimeout:
-        video_id = page.text_content("#video-id")
-        known = httpx.get(f"{pages.origin}/api/videos/{video_id}", headers=owner.headers).text
-        pytest.fail(f"the page shows {page.text_content('#state')!r}; the server: {known}")
-    video_id = page.text_content("#video-id") or ""
-    assert video_id
+    video_id = upload_with_page(page, clip, TITLE, timeout_ms=180_000)
     assert page.get_attribute("#to-my", "href") == f"{pages.origin}/my"
 
     # "My videos" on the origin: another origin, so another sign-in.

@@ -4,9 +4,7 @@ disallowed sites, and a page on another site playing a stream through the edge w
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +15,7 @@ from playwright.sync_api import sync_playwright
 from shared.runtime.resources import Resources
 from tests.support.balancer import start_balancer
 from tests.support.browser import launch_chromium
+from tests.support.cross_site import serve_site
 from tests.support.edge import media_keys, start_edge
 from tests.support.media import make_ladder
 from tests.support.origin import SeededVideo, seed_video
@@ -24,52 +23,14 @@ from tests.support.ports import free_port
 from tests.support.processes import Processes
 from tests.support.signing import signed
 
-HLS_JS = Path(__file__).parents[2] / "services" / "origin" / "static" / "vendor" / "hls.min.js"
-PAGE = b"""<!doctype html>
-<video id="video" muted autoplay playsinline></video>
-<script src="/hls.min.js"></script>
-<script>
-  const video = document.getElementById("video");
-  const hls = new Hls();
-  window.playback = { errors: [], video };
-  hls.on(Hls.Events.ERROR, (_, d) =>
-    window.playback.errors.push({ details: d.details, fatal: d.fatal }));
-  hls.loadSource(new URLSearchParams(location.search).get("src"));
-  hls.attachMedia(video);
-  video.play().catch(() => {});
-</script>
-"""
 DISALLOWED = "https://elsewhere.example"
-
-
-class PageServer(BaseHTTPRequestHandler):
-    """A site of its own: the player page and hls.js, nothing of the platform's."""
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/hls.min.js"):
-            body, kind = HLS_JS.read_bytes(), "text/javascript"
-        else:
-            body, kind = PAGE, "text/html"
-        self.send_response(200)
-        self.send_header("content-type", kind)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     """The other site, served on a port of its own: ``http://127.0.0.1:<port>``."""
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), PageServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_site() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

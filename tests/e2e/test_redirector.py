@@ -3,7 +3,6 @@ that the test stops)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 import time
@@ -11,30 +10,22 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
-from services.redirector.service import listen_dsn
 from tests.support.infra import PrivatePostgres
 from tests.support.polling import wait_for
 from tests.support.processes import Proc, Processes
 from tests.support.proxies import start_nginx
-from tests.support.redirector import admin_headers, sides, start_redirectors
+from tests.support.redirector import (
+    admin_headers,
+    empty_config_table,
+    sides,
+    start_redirectors,
+)
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 CDN_PREFIX = "http://cdn.test/s1/video/1488/xcg2djHckad.m3u8"
-
-
-def empty_config_table(database_url: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(listen_dsn(database_url))
-        try:
-            await conn.execute("DELETE FROM redirector_config")
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 def metric(base_url: str, name: str, labels: str = "") -> float:

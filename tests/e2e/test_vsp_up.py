@@ -44,6 +44,22 @@ def test_vsp_up_prints_a_playable_signed_url(test_env: dict[str, str], tmp_path:
             timeout=120,
         )
         assert decoded.returncode == 0, decoded.stderr
+        # The front door serves the player over HTTP/2 on its self-signed certificate, and its
+        # redirectors send the CDN side to the suite's edges.
+        front = suite.wait_line(r"Front door: +(https://\S+)/", timeout=1)[1]
+        with httpx.Client(http2=True, verify=False, timeout=10) as client:
+            home = client.get(f"{front}/")
+            assert (home.status_code, home.http_version) == (200, "HTTP/2")
+            assert "<video" in home.text
+            # Four redirectors each send one in five of theirs to the origin (nginx's workers
+            # spread requests over them, so the split of 20 is near 4 and 16, not exact).
+            cdn = [client.get(f"{front}/r/", params={"video": url}) for _ in range(20)]
+            relative = url.removeprefix(origin)
+            locations = [r.headers["location"] for r in cdn]
+            assert set(locations) == {url, relative}
+            assert locations.count(relative) >= 12, locations
+            played = client.get(f"{front}{relative}")
+            assert played.status_code == 200 and "x-cache" in played.headers
         children = psutil.Process(suite.popen.pid).children(recursive=True)
         assert len(children) >= 4
     finally:

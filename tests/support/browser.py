@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from playwright.sync_api import Browser, Page, Playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's Chromium, headless, as root on a machine with no GPU and no network beyond loopback.
@@ -28,3 +31,23 @@ def sign_in_on(page: Page, name: str, password: str) -> None:
     page.click("#signin-submit")
     page.wait_for_selector("#signed-in-as", timeout=15_000)
     assert page.text_content("#signed-in-as") == f"signed in as {name}"
+
+
+def upload_with_page(page: Page, clip: Path, title: str, *, timeout_ms: float) -> str:
+    """Upload ``clip`` with the upload page open in ``page`` and follow it until the video is
+    ready; the video's id. Fails with what the page shows when it is not ready in time."""
+    page.set_input_files("#file", str(clip))
+    page.fill("#title", title)
+    page.click("#start")
+    try:
+        page.wait_for_function(
+            "document.getElementById('state').textContent === 'ready'", timeout=timeout_ms
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(
+            f"upload {page.text_content('#status')!r}, video {page.text_content('#video-id')!r} "
+            f"is {page.text_content('#state')!r}"
+        ) from None
+    video_id = page.text_content("#video-id") or ""
+    assert video_id, "the page names no video"
+    return video_id

@@ -190,6 +190,11 @@ def check_segments_decode(ladder: Ladder, v: Variant, *, video: bool) -> None:
 
 def decode_variant(ladder: Ladder, v: Variant) -> float:
     """Decode a whole variant through its playlist; returns the decoded media seconds."""
+    return decode_stream(str(ladder.root / v.uri))
+
+
+def decode_stream(source: str) -> float:
+    """Decode every stream of a playlist (a file or a URL) with ffmpeg; the decoded seconds."""
     out = subprocess.run(
         [
             "ffmpeg",
@@ -199,7 +204,7 @@ def decode_variant(ladder: Ladder, v: Variant) -> float:
             "-progress",
             "pipe:1",
             "-i",
-            str(ladder.root / v.uri),
+            source,
             "-map",
             "0",
             "-f",

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from services.configs.proxies import Backend, HaproxyBalance, render_haproxy, render_nginx
+from services.cli.up import local_certificate
+from services.configs.proxies import (
+    Backend,
+    FrontDoor,
+    HaproxyBalance,
+    render_haproxy,
+    render_nginx,
+)
 from tests.support.ports import free_port
 from tests.support.processes import Proc, Processes
 
@@ -53,10 +61,16 @@ def start_haproxy(
 
 
 def start_nginx(
-    procs: Processes, work: Path, redirectors: Sequence[str], *, haproxy: str = "127.0.0.1:9"
+    procs: Processes,
+    work: Path,
+    redirectors: Sequence[str],
+    *,
+    haproxy: str = "127.0.0.1:9",
+    front_door: FrontDoor | None = None,
 ) -> Proc:
     """nginx in front of ``redirectors`` (base URLs) and of ``haproxy`` (``host:port``), with
-    its config, pid and logs in ``work``; ``proc.url`` is where it listens."""
+    its config, pid and logs in ``work``, and the front door when given; ``proc.url`` is where
+    the redirectors' server listens."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = work / "nginx.conf"
@@ -70,6 +84,7 @@ def start_nginx(
             pid=str(work / "nginx.pid"),
             error_log=error_log,
             temp_dir=str(work),
+            front_door=front_door,
         )
     )
     proc = procs.start(
@@ -79,3 +94,40 @@ def start_nginx(
     )
     proc.url = f"http://127.0.0.1:{port}"
     return proc
+
+
+@dataclass(frozen=True)
+class Front:
+    """A running front door: its plain HTTP and its HTTPS (h2) base URLs, and its certificate."""
+
+    http: str
+    https: str
+    certificate: Path
+
+
+def start_front_door(
+    procs: Processes,
+    work: Path,
+    *,
+    origin: str,
+    upload: str = "http://127.0.0.1:9",
+    chunked_upload: str = "http://127.0.0.1:9",
+    balancer: str = "http://127.0.0.1:9",
+    redirectors: Sequence[str] = ("http://127.0.0.1:9",),
+) -> Front:
+    """The front door (nginx, as `vsp up` runs it) over the services at these base URLs, on
+    free ports, with the suite's self-signed certificate for 127.0.0.1."""
+    http_port, https_port = free_port(), free_port()
+    certificate, key = local_certificate(work)
+    door = FrontDoor(
+        origin=_address(origin),
+        upload=_address(upload),
+        chunked_upload=_address(chunked_upload),
+        balancer=_address(balancer),
+        certificate=str(certificate),
+        certificate_key=str(key),
+        http_listen=f"127.0.0.1:{http_port}",
+        https_listen=f"127.0.0.1:{https_port}",
+    )
+    start_nginx(procs, work, redirectors, front_door=door)
+    return Front(f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}", certificate)

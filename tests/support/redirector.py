@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import httpx
 
+from services.redirector.service import listen_dsn
 from tests.support.metrics import metric
 from tests.support.polling import wait_for
 from tests.support.processes import Proc, Processes
@@ -13,6 +17,19 @@ ADMIN_TOKEN = "redirector-test-admin-token"
 
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def empty_config_table(database_url: str) -> None:
+    """Delete the stored configuration: redirectors started next use their environment's."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(listen_dsn(database_url))
+        try:
+            await conn.execute("DELETE FROM redirector_config")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
 def start_redirectors(

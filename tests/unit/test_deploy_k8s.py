@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,197 @@ def test_secrets_are_written_once_and_kept(tmp_path: Path) -> None:
         assert all(line.split("=", 1)[1] for line in text.splitlines()), path
     assert write_secrets(tmp_path) == []
     assert {path: (tmp_path / path).read_text() for path in written} == first
+
+
+# The front door (ingress.yaml): the placeholder host an overlay replaces, and its certificate.
+INGRESS_HOST = "videos.example.com"
+TLS_SECRET = "vsp-tls"
+NGINX = "nginx.ingress.kubernetes.io/"
+VIDEO = "0b9e4f7c-3c4e-4f37-9a3e-1d2f5b6a7c8d"
+
+# What the front door must route: (method, path and query, service).
+FRONT_DOOR = [
+    ("GET", "/", "origin"),
+    ("GET", "/player", "origin"),
+    ("GET", "/player/assets/player.js", "origin"),
+    ("GET", "/my", "origin"),
+    ("GET", "/health", "origin"),
+    ("GET", "/docs", "origin"),
+    ("GET", "/openapi.json", "origin"),
+    ("GET", "/api/videos?limit=20", "origin"),
+    ("HEAD", "/api/videos", "origin"),
+    ("GET", f"/api/videos/{VIDEO}", "origin"),
+    ("PATCH", f"/api/videos/{VIDEO}", "origin"),
+    ("DELETE", f"/api/videos/{VIDEO}", "origin"),
+    ("GET", "/api/keys", "origin"),
+    ("POST", "/api/auth/token", "origin"),
+    ("GET", f"/api/stream/{VIDEO}", "origin"),
+    ("POST", "/api/videos", "upload"),
+    ("PUT", "/api/videos", "upload"),
+    ("PUT", f"/api/videos/{VIDEO}", "upload"),
+    ("GET", f"/api/videos/{VIDEO}/events", "chunked-upload"),
+    ("GET", "/api/stats", "balancer"),
+    ("GET", "/upload", "chunked-upload"),
+    ("GET", "/static/upload/upload.js", "chunked-upload"),
+    ("POST", "/files/", "chunked-upload"),
+    ("PATCH", f"/files/{VIDEO}", "chunked-upload"),
+    ("HEAD", f"/files/{VIDEO}", "chunked-upload"),
+    ("GET", f"/origin/t/tok/videos/{VIDEO}/master.m3u8", "balancer"),
+    ("GET", f"/origin/videos/{VIDEO}/v0/seg_00001.m4s?e=1&s=ab", "balancer"),
+    ("GET", "/dashboard", "balancer"),
+    ("GET", "/dashboard/dashboard.js", "balancer"),
+    ("GET", "/ws", "balancer"),
+    ("GET", f"/r/?video={VIDEO}", "redirector"),
+]
+# The two paths the front door rewrites, and what the service is asked instead.
+REWRITTEN = {"/": "/player", f"/r/?video={VIDEO}": f"/?video={VIDEO}"}
+# Paths nothing serves through the front door (the controller's default backend answers 404).
+UNROUTED = [
+    "/metrics",
+    "/readyz",
+    "/api",
+    "/playerx",
+    "/dashboards",
+    "/uploads",
+    "/files-old",
+    "/openapiXjson",
+]
+# (method, path) whose request bodies stream through uncapped, and the long-lived responses.
+UPLOADS = [("POST", "/api/videos"), ("PUT", f"/api/videos/{VIDEO}"), ("PATCH", f"/files/{VIDEO}")]
+LIVE = [("GET", f"/api/videos/{VIDEO}/events"), ("GET", "/ws")]
+
+# The one snippet ingress-nginx gets: methods other than these go to another service's upstream.
+METHOD_SWITCH = re.compile(
+    r"if \(\$request_method !~ \^\((?P<methods>[A-Z|]+)\)\$\) \{\s*"
+    r'set \$proxy_upstream_name "\$\{namespace\}-(?P<service>[a-z0-9-]+)-(?P<port>\d+)";\s*\}'
+)
+
+
+@dataclass(frozen=True)
+class IngressPath:
+    """One path of an Ingress and the Service port behind it."""
+
+    ingress: dict[str, Any]
+    path: str
+    service: str
+    port: int
+
+    def annotation(self, name: str) -> str | None:
+        return self.ingress["metadata"].get("annotations", {}).get(NGINX + name)  # type: ignore[no-any-return]
+
+
+def ingress_paths() -> list[IngressPath]:
+    """Every Ingress path, in the order ingress-nginx tries them: longest first."""
+    found = [
+        IngressPath(ingress, p["path"], p["backend"]["service"]["name"], port["number"])
+        for ingress in of_kind("Ingress").values()
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+        for port in [p["backend"]["service"]["port"]]
+    ]
+    return sorted(found, key=lambda p: -len(p.path))
+
+
+def method_switch(path: IngressPath) -> tuple[set[str], str, int] | None:
+    """The methods a path keeps and the (service, port) its snippet sends the others to."""
+    snippet = path.annotation("configuration-snippet")
+    if snippet is None:
+        return None
+    match = METHOD_SWITCH.fullmatch(snippet.strip())
+    assert match, snippet
+    return set(match["methods"].split("|")), match["service"], int(match["port"])
+
+
+def front_door(method: str, target: str) -> tuple[IngressPath, str, str] | None:
+    """The path ingress-nginx picks for a request, the service it reaches and what it asks.
+
+    With a regex or a rewrite on any of a host's Ingresses, ingress-nginx makes every path of
+    the host a case-insensitive regex anchored at the start and takes the first match, longest
+    path first; a rewrite replaces the whole path and keeps the query.
+    """
+    path, _, query = target.partition("?")
+    for candidate in ingress_paths():
+        if not re.match(candidate.path, path, re.IGNORECASE):
+            continue
+        # Paths of equal length come in no set order: they must never both match.
+        ties = [p for p in ingress_paths() if len(p.path) == len(candidate.path)]
+        assert [p for p in ties if re.match(p.path, path, re.IGNORECASE)] == [candidate]
+        service = candidate.service
+        switch = method_switch(candidate)
+        if switch and method not in switch[0]:
+            service = switch[1]
+        rewrite = candidate.annotation("rewrite-target")
+        if rewrite:
+            found = re.search(candidate.path, path, re.IGNORECASE)
+            assert found
+            path = found.expand(re.sub(r"\$(\d)", r"\\g<\1>", rewrite))
+        return candidate, service, path + (f"?{query}" if query else "")
+    return None
+
+
+def test_ingresses_are_for_ingress_nginx_on_one_host_with_tls() -> None:
+    ingresses = of_kind("Ingress")
+    assert ingresses
+    for name, ingress in ingresses.items():
+        spec = ingress["spec"]
+        assert spec["ingressClassName"] == "nginx", name
+        assert [rule["host"] for rule in spec["rules"]] == [INGRESS_HOST], name
+        assert spec["tls"] == [{"hosts": [INGRESS_HOST], "secretName": TLS_SECRET}], name
+        annotations = ingress["metadata"]["annotations"]
+        # Every path is a regex once one is: said on each Ingress, and typed accordingly.
+        assert annotations[NGINX + "use-regex"] == "true", name
+        assert annotations[NGINX + "ssl-redirect"] == "false", name
+        for rule in spec["rules"]:
+            assert {p["pathType"] for p in rule["http"]["paths"]} == {"ImplementationSpecific"}
+    # The certificate is the operator's (or cert-manager's), never generated with the base.
+    assert TLS_SECRET not in generated_keys()
+    guide = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
+    assert TLS_SECRET in guide and INGRESS_HOST in guide
+
+
+def test_ingress_backends_are_service_ports_of_the_base() -> None:
+    services = {
+        name: {p["port"] for p in s["spec"]["ports"]} for name, s in of_kind("Service").items()
+    }
+    backends = {(p.service, p.port) for p in ingress_paths()}
+    for service, port in backends:
+        assert port in services.get(service, set()), (service, port)
+    for path in ingress_paths():
+        switch = method_switch(path)
+        if switch:
+            # ingress-nginx only knows upstreams some Ingress names, by service and port number.
+            assert (switch[1], switch[2]) in backends, path.path
+            assert switch[1] != path.service
+
+
+@pytest.mark.parametrize(("method", "target", "service"), FRONT_DOOR)
+def test_the_front_door_routes_each_path_to_its_service(
+    method: str, target: str, service: str
+) -> None:
+    routed = front_door(method, target)
+    assert routed, (method, target)
+    assert routed[1] == service, (method, target, routed[0].path)
+    assert routed[2] == REWRITTEN.get(target, target)
+
+
+@pytest.mark.parametrize("path", UNROUTED)
+def test_the_front_door_serves_nothing_else(path: str) -> None:
+    routed = front_door("GET", path)
+    assert routed is None, (path, routed and routed[0].path)
+
+
+def test_uploads_stream_uncapped_and_live_responses_stay_open() -> None:
+    for method, path in UPLOADS:
+        routed = front_door(method, path)
+        assert routed and routed[1] in ("upload", "chunked-upload"), path
+        assert routed[0].annotation("proxy-body-size") == "0", path
+        assert routed[0].annotation("proxy-request-buffering") == "off", path
+        assert int(routed[0].annotation("proxy-read-timeout") or 60) >= 300, path
+    for method, path in LIVE:
+        routed = front_door(method, path)
+        assert routed, path
+        assert routed[0].annotation("proxy-buffering") == "off", path
+        assert int(routed[0].annotation("proxy-read-timeout") or 60) >= 3600, path
+    # Everything else keeps ingress-nginx's 1 MiB body cap.
+    uncapped = {p.service for p in ingress_paths() if p.annotation("proxy-body-size") == "0"}
+    assert uncapped == {"upload", "chunked-upload"}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from services.cli.up import local_certificate
 from tests.support.paths import ROOT
 
 NGINX = [ROOT / "nginx.conf", ROOT / "deploy" / "k8s" / "proxies" / "nginx.conf"]
@@ -33,7 +34,13 @@ def ids(paths: list[Path]) -> list[str]:
 @pytest.mark.parametrize("path", NGINX, ids=ids(NGINX))
 def test_nginx_t(path: Path, tmp_path: Path) -> None:
     conf = tmp_path / "nginx.conf"
-    conf.write_text(at_loopback(path.read_text()))
+    # The certificate a deployment mounts, made here.
+    cert, key = local_certificate(tmp_path)
+    text = at_loopback(path.read_text())
+    text = text.replace("/etc/nginx/tls/tls.crt", str(cert)).replace(
+        "/etc/nginx/tls/tls.key", str(key)
+    )
+    conf.write_text(text)
     checked = subprocess.run(
         [
             shutil.which("nginx") or "/usr/sbin/nginx",

@@ -9,6 +9,7 @@ import pytest
 
 from services.redirector.app import build
 from services.redirector.reply import _query_value, redirect_reply
+from services.redirector.schemas import CdnTarget
 from services.redirector.service import Redirector
 from services.redirector.settings import Settings
 
@@ -50,12 +51,22 @@ def _fields(raw: bytes) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line)
 
 
-@pytest.mark.parametrize("status_code", [302, 308])
-async def test_both_paths_answer_the_same(status_code: int) -> None:
+@pytest.mark.parametrize(
+    ("status_code", "cdn_target", "cdn_location"),
+    [
+        (302, "host", "http://cdn.test/s2/"),
+        (308, "host", "http://cdn.test/s2/"),
+        (302, "edges", "/"),
+    ],
+)
+async def test_both_paths_answer_the_same(
+    status_code: int, cdn_target: CdnTarget, cdn_location: str
+) -> None:
     settings = Settings(
         redirector_cdn_host="cdn.test",
         redirector_ratio=2,
         redirector_status_code=status_code,
+        redirector_cdn_target=cdn_target,
         database_url=UNREACHABLE_DB,
     )
     # Two instances alike, each counting its own requests from the same start.
@@ -78,7 +89,7 @@ async def test_both_paths_answer_the_same(status_code: int) -> None:
     assert [status for status, _ in seen[:6]] == [status_code] * 2 + [400] * 4
     assert [location for _, location in seen[:2]] == [
         "http://s1.origin-cluster/video/1/a.m3u8?exp=1&sig=2",
-        "http://cdn.test/s2/",
+        cdn_location,
     ]
 
 
@@ -89,6 +100,7 @@ async def test_other_paths_go_to_the_framework() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         assert (await c.get("/whoami")).json() == {"instance": "unit-1"}
         assert (await c.get("/")).json()["source"] == "environment"
+        assert (await c.get("/config")).json()["cdn_target"] == "host"
         assert (await c.post("/", json={"ratio": 2})).status_code == 401
         assert (await c.get("/nope")).json()["error"] == "not_found"
 

@@ -12,19 +12,20 @@ from services.redirector.decision import (
     parse_video_url,
     viewer_key,
 )
-from services.redirector.schemas import RedirectConfig
+from services.redirector.schemas import CdnTarget, RedirectConfig
 
 HOSTS = HostPatterns(["*.origin-cluster", "origin.example.com"])
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 
 
-def balancer(**config: object) -> RatioSplit:
+def balancer(cdn_target: CdnTarget = "host", **config: object) -> RatioSplit:
     values: dict[str, object] = {"cdn_host": "cdn.example.com", "ratio": 5, **config}
     return RatioSplit(
         RedirectConfig(**values),  # type: ignore[arg-type]
         HOSTS,
         max_url_bytes=2048,
         permanent_max_age_seconds=3600,
+        cdn_target=cdn_target,
     )
 
 
@@ -50,6 +51,56 @@ def test_cdn_url_keeps_subdomain_path_and_query() -> None:
     assert second.side == "cdn"
     assert second.location == "http://cdn.example.com/s1/video/1488/xcg2djHckad.m3u8?exp=1&sig=ab"
     assert (first.status, first.cache_control) == (302, "no-store")
+
+
+def test_edges_target_sends_the_cdn_side_to_the_path_on_the_asked_host() -> None:
+    b = balancer("edges", ratio=3, status_code=307)
+    video = "https://s1.origin-cluster:8443/origin/t/tok/videos/v/hls/master.m3u8?exp=1&sig=ab"
+    answers = [b.redirect(video) for _ in range(6)]
+    assert [a.side for a in answers] == ["origin", "cdn", "cdn"] * 2
+    # The origin side is the video URL itself; the CDN side a path-absolute reference, so the
+    # viewer stays on the scheme and host it asked (https stays https) and no CDN host shows.
+    assert answers[0].location == video
+    assert answers[1].location == "/origin/t/tok/videos/v/hls/master.m3u8?exp=1&sig=ab"
+    assert all(a.status == 307 for a in answers)
+    assert balancer("edges", ratio=2).redirect("http://s2.origin-cluster").location == (
+        "http://s2.origin-cluster/"
+    )
+    no_path = balancer("edges", ratio=2)
+    no_path.pick()
+    assert no_path.redirect("http://s2.origin-cluster").location == "/"
+
+
+@pytest.mark.parametrize(
+    "video",
+    [
+        "http://s1.origin-cluster//evil.example/x",
+        "http://s1.origin-cluster///evil.example/x",
+        "https://s1.origin-cluster:8443//evil.example",
+        "http://s1.origin-cluster//evil.example/x?exp=1&sig=ab",
+    ],
+)
+def test_edges_target_never_answers_a_protocol_relative_location(video: str) -> None:
+    b = balancer("edges", ratio=2)
+    with pytest.raises(InvalidVideoUrl):
+        b.redirect(video)
+    # Refused before counting, on both sides alike: the next valid request is the origin's.
+    assert b.redirect(VIDEO).side == "origin"
+    assert b.redirect(VIDEO).location == "/video/1488/xcg2djHckad.m3u8"
+
+
+@pytest.mark.parametrize("target", ["host", "edges"])
+def test_every_existing_refusal_holds_for_both_targets(target: CdnTarget) -> None:
+    for video in ("https://evil.example/x", "//s1.origin-cluster/x", "http://u@s1.origin-cluster/"):
+        with pytest.raises((HostNotAllowed, InvalidVideoUrl)):
+            balancer(target).redirect(video)
+
+
+def test_host_target_keeps_a_double_slash_path_under_the_cdn_host() -> None:
+    b = balancer(ratio=2)
+    b.pick()
+    location = b.redirect("http://s1.origin-cluster//x").location
+    assert location == "http://cdn.example.com/s1//x"
 
 
 def test_url_without_a_path_and_with_a_port() -> None:

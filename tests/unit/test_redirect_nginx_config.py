@@ -1,4 +1,5 @@
-"""nginx.conf for the redirectors: rendered from one function, accepted by the real nginx."""
+"""nginx.conf for the redirectors and the front door: rendered from one function, accepted by
+the real nginx."""
 
 from __future__ import annotations
 
@@ -7,12 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from services.configs.proxies import DEFAULT_REDIRECTORS, Backend, main, render_nginx
+from services.cli.up import local_certificate
+from services.configs.proxies import (
+    COMPOSE_FRONT_DOOR,
+    DEFAULT_REDIRECTORS,
+    Backend,
+    FrontDoor,
+    main,
+    render_nginx,
+)
 from tests.support.paths import ROOT
 
 
 def test_repository_nginx_conf_is_the_rendered_default() -> None:
-    assert (ROOT / "nginx.conf").read_text() == render_nginx(DEFAULT_REDIRECTORS)
+    expected = render_nginx(DEFAULT_REDIRECTORS, front_door=COMPOSE_FRONT_DOOR)
+    assert (ROOT / "nginx.conf").read_text() == expected
+
+
+def test_cli_prints_the_front_door_for_compose(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["nginx", "--front-door"])
+    assert capsys.readouterr().out == (ROOT / "nginx.conf").read_text()
 
 
 def test_four_redirectors_with_keepalive_and_origin_to_haproxy() -> None:
@@ -39,7 +54,22 @@ def test_no_redirectors_is_an_error() -> None:
         render_nginx([])
 
 
-def test_unprivileged_render_passes_nginx_t(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_front_door", [False, True], ids=["redirectors", "front-door"])
+def test_unprivileged_render_passes_nginx_t(tmp_path: Path, with_front_door: bool) -> None:
+    front_door = None
+    if with_front_door:
+        cert, key = local_certificate(tmp_path)
+        front_door = FrontDoor(
+            origin="127.0.0.1:18003",
+            upload="127.0.0.1:18001",
+            chunked_upload="127.0.0.1:18002",
+            balancer="127.0.0.1:18090",
+            certificate=str(cert),
+            certificate_key=str(key),
+            http_listen="127.0.0.1:18000",
+            https_listen="127.0.0.1:18443",
+            hsts=True,
+        )
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         render_nginx(
@@ -50,6 +80,7 @@ def test_unprivileged_render_passes_nginx_t(tmp_path: Path) -> None:
             error_log=str(tmp_path / "error.log"),
             temp_dir=str(tmp_path),
             worker_processes=1,
+            front_door=front_door,
         )
     )
     checked = subprocess.run(

@@ -59,6 +59,8 @@ def test_settings_refuse_bad_fallbacks_and_dev_token_in_production() -> None:
     with pytest.raises(ValidationError):
         Settings(redirector_status_code=200)
     with pytest.raises(ValidationError):
+        Settings(redirector_cdn_target="cdn")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
         Settings(environment="production", signing_secret="x" * 32)
     ok = Settings(
         environment="production",
@@ -68,6 +70,12 @@ def test_settings_refuse_bad_fallbacks_and_dev_token_in_production() -> None:
         redirector_admin_token="t" * 32,
     )
     assert ok.redirector_admin_token == "t" * 32
+
+
+def test_the_cdn_target_is_the_host_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.model_fields["redirector_cdn_target"].default == "host"
+    monkeypatch.setenv("REDIRECTOR_CDN_TARGET", "edges")
+    assert Settings().redirector_cdn_target == "edges"
 
 
 def test_the_listener_limits_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
