@@ -289,7 +289,7 @@ _FRONT_DOOR_TEMPLATE = """
             proxy_read_timeout 1h;
             proxy_pass http://balancer;
         }}
-        location /r/ {{
+        location = /r/ {{
             proxy_pass http://redirectors/;
         }}
         location = /nginx/healthz {{

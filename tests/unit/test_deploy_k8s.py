@@ -509,6 +509,8 @@ REWRITTEN = {"/": "/player", f"/r/?video={VIDEO}": f"/?video={VIDEO}"}
 # Paths nothing serves through the front door (the controller's default backend answers 404).
 UNROUTED = [
     "/metrics",
+    "/r/config",
+    "/r/metrics",
     "/readyz",
     "/api",
     "/playerx",
