@@ -10,6 +10,11 @@ in 1 MiB writes as the store makes them, right before the uploads it is compared
 curl's own ``time_total``: the whole request as the client sees it, 201 received. Each server's
 best of ``--rounds`` counts. The upload service's peak RSS is sampled throughout.
 
+The front door (nginx as the platform runs it, its configuration rendered by
+``services.configs.proxies``) takes the same file with ``curl --http2`` in the same rounds and
+streams it to the same upload service over HTTP/1.1: compared with nginx taking the PUT itself
+over h2 (the goal is at least half its speed) and with the service's own h2 listener.
+
     python -m load_tests.bench_upload --size-mib 1024
 
 Needs PostgreSQL, Redis and RabbitMQ as for ``vsp up``; the database is created and migrated first.
@@ -41,7 +46,10 @@ from tests.support.accounts import create_account
 from tests.support.media import MIB, make_clip, padded_media
 from tests.support.ports import free_port
 from tests.support.processes import Processes
+from tests.support.proxies import start_front_door
 
+# An upstream the front door names but the benchmark never reaches.
+DUMMY = "http://127.0.0.1:9"
 # tmpfs: where nginx's copy of the upload shows the ceiling of the client and loopback TCP.
 _MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -70,6 +78,9 @@ http {{
 }}
 """
 DAV = "root {store}/nginx-files; dav_methods PUT; create_full_put_path on;"
+# The protocol the front door is measured in: h2 over TLS, as browsers and ``curl --http2`` speak.
+FRONT_DOOR_PROTOCOL = "h2 (TLS)"
+FRONT_DOOR_GOAL = 0.5
 
 
 def disk_synced_seconds(folder: Path, size: int) -> float:
@@ -217,6 +228,28 @@ def _urls(base: str, tls_port: int, path: str) -> dict[str, str]:
     }
 
 
+def _front_door_rows(name: str, mb_s: dict[str, float]) -> list[Comparison]:
+    """The front door against nginx taking the PUT itself and against the service's own h2."""
+    return [
+        Comparison(
+            "h2 through the front door vs nginx PUT (h2)",
+            "MB/s",
+            mb_s["front"],
+            mb_s["nginx"],
+            f"nginx {name}",
+            goal_ratio=FRONT_DOOR_GOAL,
+            notes=f"goal >= {FRONT_DOOR_GOAL}x; nginx h2 -> HTTP/1.1 -> upload service",
+        ),
+        Comparison(
+            "h2 through the front door vs the service's own h2 listener",
+            "MB/s",
+            mb_s["front"],
+            mb_s["ours"],
+            f"upload service {name}",
+        ),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark, print the table and write results/bench_upload.json."""
     parser = argparse.ArgumentParser(prog="python -m load_tests.bench_upload")
@@ -279,10 +312,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         memory = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-", dir=_MEMORY_DIR))
         memory_urls = _start_nginx(procs, root, cert, key, memory, "memory")
 
+        # The front door over the same upload service; nothing else behind it is measured.
+        front = start_front_door(procs, root / "front-door", origin=DUMMY, upload=ours.url)
+        front_url = f"{front.https}/api/videos"
+
         comparisons: list[Comparison] = []
         peaks: dict[str, float] = {}
         for name, (kind, curl_args, goal) in PROTOCOLS.items():
             best = {"disk": 1e9, "ours": 1e9, "minimal": 1e9, "nginx": 1e9, "memory": 1e9}
+            with_front = name == FRONT_DOOR_PROTOCOL
+            if with_front:
+                best["front"] = 1e9
             peak = 0
             for _ in range(args.rounds):
                 best["disk"] = min(best["disk"], disk_synced_seconds(root, size))
@@ -306,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     best["memory"], curl_put(source, memory_urls[kind], curl_args, cert)
                 )
                 (memory / "nginx-files" / "upload.bin").unlink(missing_ok=True)
+                if with_front:
+                    best["front"] = min(
+                        best["front"],
+                        curl_put(source, front_url, [*curl_args, *ours_auth], front.certificate),
+                    )
+                    shutil.rmtree(root / "objects" / "videos", ignore_errors=True)
             peaks[name] = peak / MIB
             mb_s = {k: size / seconds / 1e6 for k, seconds in best.items()}
             comparisons += [
@@ -338,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     notes=f"ceiling vs disk {mb_s['memory'] / mb_s['disk']:.2f}x",
                 ),
             ]
+            if with_front:
+                comparisons += _front_door_rows(name, mb_s)
         report = Report(
             "bench_upload",
             command_line(),

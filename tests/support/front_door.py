@@ -4,6 +4,7 @@ free ports, as `vsp up` runs it."""
 from __future__ import annotations
 
 import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,37 @@ def start_platform(procs: Processes, work: Path) -> Platform:
         redirectors=urls["redirector"],
     )
     return Platform(suite, front)
+
+
+def curl(
+    method: str, url: str, body: Path, certificate: Path, headers: dict[str, str]
+) -> tuple[int, str, str]:
+    """``curl --http2`` sends ``body``; the status, the HTTP version and the answer's body.
+
+    curl reads an early answer (nginx refusing a body by its length) while it still sends.
+    """
+    done = subprocess.run(
+        [
+            "curl",
+            "--http2",
+            "--silent",
+            "--show-error",
+            "--request",
+            method,
+            "--cacert",
+            str(certificate),
+            *(arg for name, value in headers.items() for arg in ("--header", f"{name}: {value}")),
+            "--upload-file",
+            str(body),
+            "--write-out",
+            "\n%{http_code} %{http_version}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer, _, status = done.stdout.rpartition("\n")
+    code, version = status.split()
+    return int(code), version, answer
