@@ -5,13 +5,14 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup up test test-fast lint typecheck check bench load chaos clean
+.PHONY: help setup up test test-fast lint typecheck check bench load chaos analysis clean
 
 SCENARIO ?= viewers
 USERS ?= 50
 DURATION ?= 60s
 SPAWN_RATE ?= 50
 CHAOS_ARGS ?=
+ANALYSIS_ARGS ?=
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +51,10 @@ load: setup ## Locust headless against the running suite: SCENARIO=viewers|uploa
 chaos: setup ## Restart RabbitMQ, PostgreSQL, Redis and kill each process under load (under 15 min); CHAOS_ARGS="--only kill-edge"
 	@mkdir -p results
 	@$(PY) -m load_tests.chaos $(CHAOS_ARGS)
+
+analysis: setup ## The trade-offs measured (uploads, workers, edges, cache, ABR; under 30 min); rewrites docs/ANALYSIS.md; ANALYSIS_ARGS="--quick"
+	@mkdir -p results
+	@$(PY) -m load_tests.analysis $(ANALYSIS_ARGS)
 
 clean: ## Remove run data (var/) and benchmark results
 	rm -rf var results

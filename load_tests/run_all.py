@@ -27,7 +27,7 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("bench_redirect", ["--seconds", "4", "--rounds", "2"], "redirect vs nginx return 302"),
     ("bench_edge", ["--seconds", "4"], "edge cache hit vs nginx proxy_cache"),
     ("bench_origin", ["--seconds", "4", "--rounds", "1"], "signed segments vs nginx"),
-    ("bench_upload", ["--size-mib", "512"], "upload vs the disk and nginx"),
+    ("bench_upload", ["--size-mib", "512"], "upload vs the disk, nginx and the front door"),
     ("bench_balancer", ["--seconds", "4"], "balancer vs direct and haproxy"),
     ("bench_transcode", ["--seconds", "30", "--repeat", "3"], "transcode vs bare ffmpeg"),
     ("bench_queue", [], "push vs pull queue wait"),
