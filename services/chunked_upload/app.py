@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.chunked_upload.limits import RequestHeadLimits
@@ -15,6 +14,7 @@ from services.chunked_upload.sweeper import ExpirySweeper
 from shared.http import signin
 from shared.http.app import create_app
 from shared.http.concurrency import Cap
+from shared.http.cors import CorsMiddleware, CorsPolicy
 from shared.runtime.resources import Resources
 from shared.videos.api import outbox_hooks, video_router
 from shared.videos.events import events_cap
@@ -126,12 +126,11 @@ def build(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TusResumableHeader)
     # Outermost, so preflights are answered before anything else; a tus OPTIONS without
     # Access-Control-Request-Method still reaches the protocol's own capability answer.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.chunked_upload_cors_allow_origins,
-        allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=CORS_ALLOW_HEADERS,
-        expose_headers=CORS_EXPOSE_HEADERS,
-        max_age=86400,
+    uploads = CorsPolicy(
+        settings.chunked_upload_cors_allow_origins,
+        methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+        request_headers=CORS_ALLOW_HEADERS,
+        exposed_headers=CORS_EXPOSE_HEADERS,
     )
+    app.add_middleware(CorsMiddleware, policies=[("/", uploads)])
     return app

@@ -206,7 +206,7 @@ def test_browsers_on_other_sites_may_upload(tus: Tus, clip: Path) -> None:
             "Access-Control-Request-Headers": "tus-resumable, upload-offset, content-type",
         },
     )
-    assert preflight.status_code == 200, preflight.text
+    assert preflight.status_code == 204, preflight.text
     assert preflight.headers["access-control-allow-origin"] == "*"
     assert "PATCH" in preflight.headers["access-control-allow-methods"]
     allowed = preflight.headers["access-control-allow-headers"].lower()
