@@ -22,7 +22,7 @@ def test_repository_haproxy_cfg_is_the_rendered_default() -> None:
     assert (ROOT / "haproxy.cfg").read_text() == render_haproxy(DEFAULT_EDGES)
 
 
-def test_consistent_hashing_puts_each_object_on_one_edge(procs: Processes, tmp_path: Path) -> None:
+def test_consistent_hashing_puts_each_rendition_on_one_edge(procs: Processes, tmp_path: Path) -> None:
     origin = procs.service("origin")
     edges = [
         start_edge(procs, origin.url or "", tmp_path / name, name=name)
@@ -51,6 +51,13 @@ def test_consistent_hashing_puts_each_object_on_one_edge(procs: Processes, tmp_p
         assert httpx.get(signed(front, key)).headers["x-cache"] == "HIT"
     assert origin_object_gets(origin.url or "", "200") - before == len(objects)
     assert set(placement.values()) == {"edge-1", "edge-2"}, placement
+
+    # Every object of one rendition lands on its edge: the segment an edge prefetches is the
+    # one it is asked for next.
+    for key, (prefix, _data) in objects.items():
+        sibling = prefix + "360p/seg_00001.m4s"
+        put_object(sibling, os.urandom(1000), "video/mp4")
+        assert httpx.get(signed(front, sibling)).headers["x-edge-id"] == placement[key], sibling
 
     # Take edge-1 away: haproxy's health checks move its objects to edge-2.
     edges[0].stop()
