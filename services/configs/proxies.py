@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from textwrap import indent
 from typing import Literal
 
 from shared.core import ports
@@ -187,6 +188,13 @@ _FRONT_DOOR_TEMPLATE = """
         default origin;
     }}
 
+    map $request_method $body_needs_credentials {{
+        POST 1;
+        PUT 1;
+        PATCH 1;
+        default 0;
+    }}
+
     map $http_upgrade $front_connection {{
         default upgrade;
         "" "";
@@ -211,8 +219,7 @@ _FRONT_DOOR_TEMPLATE = """
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header X-Forwarded-Host $http_host;
 
-        error_page 413 = @too_large;
-        error_page 502 503 504 = @unavailable;
+{error_pages}
 
         location = / {{
             proxy_pass http://origin/player;
@@ -264,6 +271,33 @@ _FRONT_DOOR_TEMPLATE = """
 {streamed_body}
             proxy_pass http://chunked_upload;
         }}
+        # A body streams on only once its credentials are good: a service refusing it early
+        # would close the connection under nginx's feet mid-body, and the client would get a
+        # 502 instead of the 401. Asked of the origin's /api/me for the methods that carry one
+        # ($request_method is the main request's here), refused here reading nothing of it.
+        location = /nginx/credentials {{
+            internal;
+            # The main request's length is checked where its body goes, not here.
+            client_max_body_size 0;
+            if ($body_needs_credentials = 0) {{
+                return 204;
+            }}
+            proxy_pass http://origin/api/me;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+        }}
+        location @credentials_unchecked {{
+            default_type application/json;
+            if ($credentials_status = 429) {{
+                return 429 '{{"error":"rate_limited","detail":"too many requests; slow down"}}';
+            }}
+            return 503 '{{"error":"unavailable","detail":"try again shortly"}}';
+        }}
         location /origin/ {{
             proxy_max_temp_file_size 0;
             proxy_pass http://balancer;
@@ -289,6 +323,11 @@ _FRONT_DOOR_TEMPLATE = """
             default_type application/json;
             return 404 '{{"error":"not_found","detail":"nothing is served at this path"}}';
         }}
+        location @unauthorized {{
+            default_type application/json;
+            add_header WWW-Authenticate Bearer always;
+            return 401 '{{"error":"unauthorized","detail":"sign in or send an API key"}}';
+        }}
         location @too_large {{
             default_type application/json;
             return 413 '{{"error":"payload_too_large","detail":"at most 1 MiB here"}}';
@@ -305,11 +344,21 @@ _FRONT_DOOR_TEMPLATE = """
 # buffer: 8 MiB, not the server's 1 MiB, carries an h2 upload about half again as fast
 # (load_tests/bench_upload measures it).
 _STREAMED_BODY = """\
+            auth_request /nginx/credentials;
+            auth_request_set $credentials_status $upstream_status;
+{error_pages}
+            error_page 500 = @credentials_unchecked;
             client_max_body_size 0;
             client_body_buffer_size 8m;
             proxy_request_buffering off;
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;"""
+
+# What nginx answers itself, as JSON; a location with error pages of its own repeats them.
+_ERROR_PAGES = """\
+        error_page 401 = @unauthorized;
+        error_page 413 = @too_large;
+        error_page 502 503 504 = @unavailable;"""
 
 _HSTS = '        add_header Strict-Transport-Security "max-age=31536000" always;\n'
 
@@ -342,7 +391,8 @@ class FrontDoor:
             certificate=self.certificate,
             certificate_key=self.certificate_key,
             hsts=_HSTS if self.hsts else "",
-            streamed_body=_STREAMED_BODY,
+            streamed_body=_STREAMED_BODY.format(error_pages=indent(_ERROR_PAGES, "    ")),
+            error_pages=_ERROR_PAGES,
         )
 
 
