@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -148,52 +151,72 @@ def summary(waits: list[float]) -> dict[str, float]:
     }
 
 
-async def bench(args: argparse.Namespace) -> Report:
-    run = uuid.uuid4().hex[:6]
-    redis = Redis.from_url(REDIS_URL)
-    brokers: dict[str, Broker] = {}
-    logs = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+@dataclass
+class Pools:
+    """A pool of workers per mode, each on a topology of its own, warmed up and ready."""
+
+    run: str
+    redis: Redis
+    brokers: dict[str, Broker] = field(default_factory=dict)
+
+    async def scenario(
+        self, mode: str, into: dict[str, list[float]], name: str, jobs: int, interval: float
+    ) -> None:
+        """``scenario`` on the pool of ``mode``."""
+        await scenario(
+            self.brokers[mode], self.redis, key_of(self.run, mode), into, name, jobs, interval
+        )
+
+
+@contextlib.asynccontextmanager
+async def worker_pools(workers: int, logs: Path) -> AsyncIterator[Pools]:
+    """``workers`` push and ``workers`` pull bench workers, started together and warmed up;
+    stopped, and their queues and results deleted, at the end (their logs kept in ``logs`` on
+    failure)."""
+    pools = Pools(uuid.uuid4().hex[:6], Redis.from_url(REDIS_URL))
     procs = Processes(logs, dict(os.environ))
-    runs: dict[str, dict[str, list[float]]] = {
-        m: {"low": [], "saturation": [], "service": []} for m in ("push", "pull")
-    }
     try:
-        # Both modes run at once, each on its own queue, and the scenarios alternate between
-        # them, so a change in machine load hits push and pull alike.
         for mode in ("push", "pull"):
-            brokers[mode] = Broker(AMQP_URL, Topology(f"benchq{run}{mode}", RETRY_DELAYS))
-            await brokers[mode].connect()
-            start_workers(
-                procs, mode, brokers[mode].topology.prefix, args.workers, key_of(run, mode)
-            )
-        for mode, broker in brokers.items():
-            await wait_results(redis, key_of(run, mode) + ":ready", args.workers, within=180)
-            await consumers_ready(broker, mode, args.workers)
+            broker = Broker(AMQP_URL, Topology(f"benchq{pools.run}{mode}", RETRY_DELAYS))
+            pools.brokers[mode] = broker
+            await broker.connect()
+            start_workers(procs, mode, broker.topology.prefix, workers, key_of(pools.run, mode))
+        for mode, broker in pools.brokers.items():
+            key = key_of(pools.run, mode)
+            await wait_results(pools.redis, key + ":ready", workers, within=180)
+            await consumers_ready(broker, mode, workers)
             # Warm-up: the workers have taken jobs before anything is measured.
-            await scenario(
-                broker, redis, key_of(run, mode), runs[mode], "warmup", args.workers * 2, 0
-            )
-        for round_ in range(args.rounds):
-            for name, jobs, interval in (
-                ("low", args.jobs, args.interval),
-                ("saturation", args.burst, 0.0),
-            ):
-                for mode, broker in brokers.items():
-                    await scenario(
-                        broker, redis, key_of(run, mode), runs[mode], name, jobs, interval
-                    )
-            print(f"round {round_ + 1} done", flush=True)
+            await scenario(broker, pools.redis, key, {}, "warmup", workers * 2, 0)
+        yield pools
     except BaseException:
         print(f"the workers' logs: {logs}", flush=True)
         raise
     finally:
         procs.stop_all()
-        for mode, broker in brokers.items():
+        for mode, broker in pools.brokers.items():
             await delete_topology(broker.connection, broker.topology)
             await broker.close()
-            await redis.delete(key_of(run, mode), key_of(run, mode) + ":ready")
-        await redis.aclose()
+            await pools.redis.delete(key_of(pools.run, mode), key_of(pools.run, mode) + ":ready")
+        await pools.redis.aclose()
     shutil.rmtree(logs, ignore_errors=True)
+
+
+async def bench(args: argparse.Namespace) -> Report:
+    logs = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    runs: dict[str, dict[str, list[float]]] = {
+        m: {"low": [], "saturation": [], "service": []} for m in ("push", "pull")
+    }
+    # Both modes run at once, each on its own queue, and the scenarios alternate between them,
+    # so a change in machine load hits push and pull alike.
+    async with worker_pools(args.workers, logs) as pools:
+        for round_ in range(args.rounds):
+            for name, jobs, interval in (
+                ("low", args.jobs, args.interval),
+                ("saturation", args.burst, 0.0),
+            ):
+                for mode in pools.brokers:
+                    await pools.scenario(mode, runs[mode], name, jobs, interval)
+            print(f"round {round_ + 1} done", flush=True)
     results = {
         mode: {
             "low": summary(r["low"]),

@@ -8,7 +8,9 @@ and pick the next rung from measured throughput (highest rung whose BANDWIDTH fi
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.support.hls import attributes, variant_streams
 
@@ -128,9 +130,62 @@ class PlaybackClock:
     def watched_seconds(self, now: float) -> float:
         return self.position(now)
 
+    def stalled_seconds(self, now: float) -> float:
+        """Time spent stalled so far, a stall still going on included."""
+        self._check_stall(now)
+        return self.stall_seconds + (now - self._stalled_at if self._stalled_at else 0.0)
+
     def stall_ratio(self, now: float) -> float:
         """Stall time over (stall time + watched time): the rebuffering ratio."""
-        self._check_stall(now)
-        stalled = self.stall_seconds + (now - self._stalled_at if self._stalled_at else 0.0)
+        stalled = self.stalled_seconds(now)
         total = stalled + self.watched_seconds(now)
         return stalled / total if total else 0.0
+
+    def record(self, now: float, errors: int) -> dict[str, Any]:
+        """What the viewer experienced, as ``summarize`` takes it.
+
+        A session cut short before it started playing (without an error) counts the wait so far
+        as its startup time: a lower bound, but leaving it out would hide the slowest startups.
+        """
+        startup = self.startup_time
+        if startup is None and not errors and self.started_at is not None:
+            startup = now - self.started_at
+        return {
+            "startup": startup,
+            "stall_seconds": self.stalled_seconds(now),
+            "stalls": self.stall_count,
+            "watched_seconds": self.watched_seconds(now),
+            "segment_ratios": self.segment_ratios,
+            "switches": self.switches,
+            "errors": errors,
+        }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``values`` (nearest rank), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarize(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What viewers experienced over a run, from the ``PlaybackClock.record`` of each session."""
+    startups = [s["startup"] for s in sessions if s["startup"] is not None]
+    ratios = [r for s in sessions for r in s["segment_ratios"]]
+    stalled = sum(s["stall_seconds"] for s in sessions)
+    watched = sum(s["watched_seconds"] for s in sessions)
+    return {
+        "sessions": len(sessions),
+        "startup_p50_seconds": percentile(startups, 0.5),
+        "startup_p95_seconds": percentile(startups, 0.95),
+        "stall_ratio": stalled / (stalled + watched) if stalled + watched else 0.0,
+        "stalls": sum(s["stalls"] for s in sessions),
+        "watched_seconds": watched,
+        "segment_time_ratio_mean": statistics.fmean(ratios) if ratios else None,
+        "segment_time_ratio_p95": percentile(ratios, 0.95),
+        "switches_per_session": statistics.fmean([s["switches"] for s in sessions])
+        if sessions
+        else None,
+        "errors": sum(s["errors"] for s in sessions),
+    }

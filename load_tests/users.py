@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import random
-import statistics
 import time
 from typing import Any
 from urllib.parse import urljoin
@@ -14,7 +13,7 @@ import gevent
 from locust import FastHttpUser, between, constant, events, task
 
 from load_tests import common
-from load_tests.playback import PlaybackClock, parse_master, parse_media
+from load_tests.playback import PlaybackClock, parse_master, parse_media, summarize
 
 MAX_BUFFER_SECONDS = float(os.environ.get("VSP_MAX_BUFFER_SECONDS", "12"))
 WATCH_SECONDS = float(os.environ.get("VSP_WATCH_SECONDS", "0"))  # 0: to the end
@@ -103,45 +102,12 @@ class Viewer(FastHttpUser):
             _player_event("segment_time_ratio_x1000", ratio * 1000)
         if clock.stall_count:
             _player_event("stall", clock.stall_seconds * 1000)
-        SESSIONS.append(
-            {
-                "startup": clock.startup_time,
-                "stall_seconds": clock.stall_seconds,
-                "stalls": clock.stall_count,
-                "watched_seconds": clock.watched_seconds(now),
-                "segment_ratios": clock.segment_ratios,
-                "switches": clock.switches,
-                "errors": errors,
-            }
-        )
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        SESSIONS.append(clock.record(now, errors))
 
 
 def viewer_summary() -> dict[str, Any]:
     """What viewers experienced over the run."""
-    startups = [s["startup"] for s in SESSIONS if s["startup"] is not None]
-    ratios = [r for s in SESSIONS for r in s["segment_ratios"]]
-    stalled = sum(s["stall_seconds"] for s in SESSIONS)
-    watched = sum(s["watched_seconds"] for s in SESSIONS)
-    return {
-        "sessions": len(SESSIONS),
-        "startup_p50_seconds": _percentile(startups, 0.5),
-        "startup_p95_seconds": _percentile(startups, 0.95),
-        "stall_ratio": stalled / (stalled + watched) if stalled + watched else 0.0,
-        "stalls": sum(s["stalls"] for s in SESSIONS),
-        "segment_time_ratio_mean": statistics.fmean(ratios) if ratios else None,
-        "segment_time_ratio_p95": _percentile(ratios, 0.95),
-        "switches_per_session": statistics.fmean([s["switches"] for s in SESSIONS])
-        if SESSIONS
-        else None,
-        "errors": sum(s["errors"] for s in SESSIONS),
-    }
+    return summarize(SESSIONS)
 
 
 @events.quitting.add_listener

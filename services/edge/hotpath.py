@@ -69,10 +69,13 @@ async def answer(
     if method not in ("GET", "HEAD"):
         return _not_allowed(base)
     try:
-        key = credentials.check(path, query, time.time()).key
+        key, _, by_token = credentials.check(path, query, time.time())
     except AppError as exc:
         TALLY.results["denied" if exc.status == 403 else "error"] += 1
         return _error(exc, base)
+    if not by_token and key.endswith(".m3u8"):
+        # A query-signed viewer needs every child URI signed for them: the origin's own copy.
+        return await _relay(edge, key, headers, base, signed_playlist=True)
     try:
         served = await edge.get(key)
     except TooLarge:
@@ -124,11 +127,18 @@ async def answer(
 
 
 async def _relay(
-    edge: Edge, key: str, headers: RequestHeaders, base: list[tuple[str, str]]
+    edge: Edge,
+    key: str,
+    headers: RequestHeaders,
+    base: list[tuple[str, str]],
+    *,
+    signed_playlist: bool = False,
 ) -> Reply:
-    """Stream an object too big to store straight from the origin."""
+    """Stream an object the edge does not store straight from the origin."""
     try:
-        response, close = await edge.relay(key, headers.get("range"))
+        response, close = await edge.relay(
+            key, headers.get("range"), signed_playlist=signed_playlist
+        )
     except AppError as exc:
         TALLY.results["error"] += 1
         return _error(exc, [*base, ("x-cache", "PASS")])

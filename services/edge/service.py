@@ -179,10 +179,19 @@ class Edge:
         task.add_done_callback(done)
         return task
 
-    def origin_url(self, key: str) -> str:
-        """The edge's own signed URL of ``key`` at the origin."""
-        query = self.signer.sign(key, self.settings.edge_origin_signature_ttl_seconds).query()
-        return f"{self.origin}/origin/{key}?{query}"
+    def origin_url(self, key: str, *, signed_playlist: bool = False) -> str:
+        """The edge's own signed URL of ``key`` at the origin.
+
+        Playlists are asked for with a path token over their folder, so the origin answers
+        with the playlist as stored (relative child URIs, public): one cached copy then serves
+        every path-token viewer, whatever their token. ``signed_playlist`` asks instead for the
+        origin's per-viewer copy, every child URI query-signed, which is never cached.
+        """
+        ttl = self.settings.edge_origin_signature_ttl_seconds
+        if key.endswith(".m3u8") and not signed_playlist:
+            folder = key.rsplit("/", 1)[0] + "/"
+            return self.signer.token_url(f"{self.origin}/origin", folder, key, ttl)
+        return f"{self.origin}/origin/{key}?{self.signer.sign(key, ttl).query()}"
 
     async def _fill(self, key: str, old: Entry | None, reason: str) -> Served:
         headers = {"Accept-Encoding": "identity"}
@@ -279,13 +288,15 @@ class Edge:
         return Served(old, self.memory.get(old.key), REVALIDATED)
 
     async def relay(
-        self, key: str, range_header: str | None
+        self, key: str, range_header: str | None, *, signed_playlist: bool = False
     ) -> tuple[httpx.Response, Callable[[], Awaitable[None]]]:
-        """An open streaming origin response for an object too big to store, and its closer."""
+        """An open streaming origin response for an object the edge does not store (too big,
+        or a ``signed_playlist``), and its closer."""
         headers = {"Accept-Encoding": "identity"}
         if range_header:
             headers["Range"] = range_header
-        request = self.http.build_request("GET", self.origin_url(key), headers=headers)
+        url = self.origin_url(key, signed_playlist=signed_playlist)
+        request = self.http.build_request("GET", url, headers=headers)
         try:
             response = await self.http.send(request, stream=True)
         except httpx.TimeoutException:

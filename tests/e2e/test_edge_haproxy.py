@@ -22,7 +22,9 @@ def test_repository_haproxy_cfg_is_the_rendered_default() -> None:
     assert (ROOT / "haproxy.cfg").read_text() == render_haproxy(DEFAULT_EDGES)
 
 
-def test_consistent_hashing_puts_each_rendition_on_one_edge(procs: Processes, tmp_path: Path) -> None:
+def test_consistent_hashing_puts_each_rendition_on_one_edge(
+    procs: Processes, tmp_path: Path
+) -> None:
     origin = procs.service("origin")
     edges = [
         start_edge(procs, origin.url or "", tmp_path / name, name=name)
