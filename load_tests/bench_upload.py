@@ -48,8 +48,6 @@ from tests.support.ports import free_port
 from tests.support.processes import Processes
 from tests.support.proxies import start_front_door
 
-# An upstream the front door names but the benchmark never reaches.
-DUMMY = "http://127.0.0.1:9"
 # tmpfs: where nginx's copy of the upload shows the ceiling of the client and loopback TCP.
 _MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -312,8 +310,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         memory = Path(tempfile.mkdtemp(prefix="vsp-bench-upload-", dir=_MEMORY_DIR))
         memory_urls = _start_nginx(procs, root, cert, key, memory, "memory")
 
-        # The front door over the same upload service; nothing else behind it is measured.
-        front = start_front_door(procs, root / "front-door", origin=DUMMY, upload=ours.url)
+        # The front door over the same upload service; the origin only answers its credential
+        # check, once per upload; nothing else behind it is measured.
+        origin = procs.service("origin")
+        front = start_front_door(procs, root / "front-door", origin=origin.url, upload=ours.url)
         front_url = f"{front.https}/api/videos"
 
         comparisons: list[Comparison] = []
