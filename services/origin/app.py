@@ -13,6 +13,7 @@ from shared.core.signing import Signer
 from shared.http import signin
 from shared.http.app import create_app
 from shared.http.cors import MEDIA_REQUEST_HEADERS, CorsMiddleware, CorsPolicy
+from shared.http.middleware import BodyLimit
 
 
 def build(settings: Settings | None = None) -> FastAPI:
@@ -47,4 +48,6 @@ def build(settings: Settings | None = None) -> FastAPI:
     )
     media = CorsPolicy(settings.cors_allowed_origins)
     app.add_middleware(CorsMiddleware, policies=[("/origin/", media), ("/", api)])
+    # The origin takes no uploads: every body it reads is a small JSON or form.
+    app.add_middleware(BodyLimit, max_bytes=settings.origin_max_body_bytes)
     return app

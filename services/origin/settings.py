@@ -89,6 +89,11 @@ class Settings(BaseServiceSettings):
     )
     origin_segment_max_age_seconds: int = Field(default=31_536_000, ge=0)
     origin_signed_playlist_max_age_seconds: int = Field(default=5, ge=0)
+    origin_max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request body (JSON edits, sign-in forms); larger ones are 413",
+    )
     origin_token_playlist_max_age_seconds: int = Field(
         default=60, ge=0, description="Cache life of finished (ENDLIST) playlists in token mode"
     )

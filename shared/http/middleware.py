@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: request ids and request metrics."""
+"""Pure-ASGI middleware: request ids, request metrics, and a bound on request bodies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.core.errors import PayloadTooLarge
 from shared.core.logging import request_id_var
+from shared.http.errors import send_error
 from shared.http.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS, HTTP_RESPONSE_BYTES
 
 _UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -86,3 +88,60 @@ class MetricsMiddleware:
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_DURATION.labels(method, route).observe(time.perf_counter() - start)
             HTTP_RESPONSE_BYTES.labels(route).inc(sent)
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with 413, for a service that takes no uploads.
+
+    A declared ``Content-Length`` over the bound is refused before the route runs. A body sent
+    without one (chunked, or HTTP/2 without a length) on a method that carries one is read here
+    first, at most ``max_bytes``, and refused as soon as it passes the bound; the route then
+    reads it as it was sent. No route ever holds more than ``max_bytes`` of a body.
+    """
+
+    BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Send) -> None:
+        error = PayloadTooLarge(f"the request body exceeds {self.max_bytes} bytes")
+        await send_error(send, error, close=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._refuse(send)
+                    return
+                await self.app(scope, receive, send)
+                return
+        if scope["method"] not in self.BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._refuse(send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
