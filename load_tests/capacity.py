@@ -70,8 +70,9 @@ def sustained(s: dict[str, Any]) -> bool:
 
 
 @contextmanager
-def own_suite(work: Path, videos: int) -> Iterator[Target]:
-    """Origin, two edges and haproxy on a scratch database, with ``videos`` ready videos."""
+def own_suite(work: Path, videos: int, seconds: int = VIDEO_SECONDS) -> Iterator[Target]:
+    """Origin, two edges and haproxy on a scratch database, with ``videos`` ready videos of
+    ``seconds`` each."""
     with scratch_database(f"vsp_capacity_{os.getpid()}") as database_url:
         env = {
             **os.environ,
@@ -91,7 +92,7 @@ def own_suite(work: Path, videos: int) -> Iterator[Target]:
             settings = BaseServiceSettings(
                 database_url=database_url, storage_backend="fs", storage_root=work / "objects"
             )
-            ids = asyncio.run(_seed(settings, work, videos))
+            ids = asyncio.run(_seed(settings, work, videos, seconds))
             labels = {origin.pid: "origin", haproxy.pid: "haproxy"}
             labels.update({edge.pid: f"edge-{n}" for n, edge in enumerate(edges, start=1)})
             yield Target(haproxy.url, origin.url, ids, labels)
@@ -99,13 +100,13 @@ def own_suite(work: Path, videos: int) -> Iterator[Target]:
             procs.stop_all()
 
 
-async def _seed(settings: BaseServiceSettings, work: Path, count: int) -> list[str]:
-    """``count`` ready videos, each a copy of one real HLS ladder."""
-    ladder = make_ladder(work / "media", seconds=VIDEO_SECONDS, segment_seconds=SEGMENT_SECONDS)
+async def _seed(settings: BaseServiceSettings, work: Path, count: int, seconds: int) -> list[str]:
+    """``count`` ready videos, each a copy of one real HLS ladder of ``seconds``."""
+    ladder = make_ladder(work / "media", seconds=seconds, segment_seconds=SEGMENT_SECONDS)
     res = await open_resources(settings, {"db", "storage"})
     try:
         seeded = [
-            await seed_video(res, ladder, title=f"capacity {n}", seconds=VIDEO_SECONDS)
+            await seed_video(res, ladder, title=f"capacity {n}", seconds=seconds)
             for n in range(count)
         ]
     finally:

@@ -8,7 +8,8 @@ client and any service. Each direction, client to service ("up") and service to 
   in a delay line while reading goes on, so delay and bandwidth add up as on a real link
   instead of one serializing the other.
 - bandwidth: a token bucket with a burst of a few milliseconds of traffic, so that even short
-  transfers take the time their size says.
+  transfers take the time their size says. ``Proxy.set_rate`` changes it while connections
+  are open, to play a bandwidth trace.
 - stalls: every ``stall_every_seconds`` since the connection opened, nothing moves for
   ``stall_seconds``.
 - resets: after exactly ``reset_after_bytes`` delivered bytes, or at a random byte where each MiB
@@ -148,11 +149,21 @@ class Proxy:
     port: int
     stats: ProxyStats = field(default_factory=ProxyStats)
     connections: list[ConnectionStats] = field(default_factory=list)
+    # The bandwidth of each direction now (0: unlimited), read by every connection as it goes.
+    rates: dict[Side, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
 
     @property
     def address(self) -> str:
         """``host:port`` to connect to."""
         return f"{self.host}:{self.port}"
+
+    def set_rate(self, side: Side, rate_bytes_per_second: float) -> None:
+        """Change one direction's bandwidth (0: unlimited) for every connection, open ones
+        included, from their next piece on: a bandwidth trace played while viewers stream.
+        Safe to call from any thread."""
+        if rate_bytes_per_second < 0:
+            raise ValueError("rate cannot be negative")
+        self.rates[side] = rate_bytes_per_second
 
 
 @dataclass(frozen=True)
@@ -171,7 +182,11 @@ class Impairment:
         server = _Server(self, upstream)
         listener = await asyncio.start_server(server.handle, *listen, limit=CHUNK_BYTES)
         host, port = listener.sockets[0].getsockname()[:2]
-        server.proxy = Proxy(host, port)
+        rates: dict[Side, float] = {
+            "up": self.up.rate_bytes_per_second,
+            "down": self.down.rate_bytes_per_second,
+        }
+        server.proxy = Proxy(host, port, rates=rates)
         logger.info(
             "impairing %s:%s -> %s:%s; up: %s; down: %s",
             host,
@@ -377,14 +392,11 @@ class _Pipe:
         self.side = side
         self.conn = conn
         self.stats = server.proxy.stats
+        self.rates = server.proxy.rates
         self.source = source
         self.sink = sink
         self.started = started
-        self.bucket = (
-            _TokenBucket(self.setting.rate_bytes_per_second)
-            if self.setting.rate_bytes_per_second
-            else None
-        )
+        self.bucket: _TokenBucket | None = None
         seed = impairment.seed
         rng = random.Random(f"{seed}:{conn.id}:{side}" if seed is not None else None)
         self.reset_at = self.setting.reset_byte(rng)
@@ -413,13 +425,16 @@ class _Pipe:
             await line.put(b"")
 
     async def _deliver(self, chunk: bytes) -> None:
-        step = self.bucket.piece if self.bucket else len(chunk)
-        for start in range(0, len(chunk), step):
+        start = 0
+        while start < len(chunk):
+            bucket = self._bucket()
+            step = bucket.piece if bucket else len(chunk)
             piece = chunk[start : start + step]
+            start += step
             if self.reset_at is not None:
                 piece = piece[: self.reset_at - self.sent]
-            if self.bucket:
-                await self.bucket.take(len(piece))
+            if bucket:
+                await bucket.take(len(piece))
             await self._wait_out_stall()
             self.sink.write(piece)
             self._count(len(piece))
@@ -427,6 +442,15 @@ class _Pipe:
                 await _flushed(self.sink)
                 raise _ResetNow(self.side)
             await self.sink.drain()
+
+    def _bucket(self) -> _TokenBucket | None:
+        """The token bucket of the direction's rate now, renewed when the rate was changed."""
+        rate = self.rates[self.side]
+        if not rate:
+            self.bucket = None
+        elif self.bucket is None or self.bucket.rate != rate:
+            self.bucket = _TokenBucket(rate)
+        return self.bucket
 
     async def _wait_out_stall(self) -> None:
         every, length = self.setting.stall_every_seconds, self.setting.stall_seconds

@@ -70,6 +70,7 @@ class SimConfig:
     max_buffer_seconds: float = 12.0
     request_timeout_seconds: float = 10.0
     connections: int = 0  # 0: as many as viewers, one each at most, as real players have
+    clock: Callable[[], PlaybackClock] = PlaybackClock  # each session's clock (its ABR settings)
 
 
 @dataclass
@@ -170,7 +171,7 @@ class Simulation:
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         began = time.monotonic()
         while time.monotonic() < stop_at:
-            clock = PlaybackClock()
+            clock = self.config.clock()
             clock.start(time.monotonic())
             errors = 0
             try:

@@ -382,3 +382,24 @@ def test_settings_that_cannot_work_are_refused() -> None:
         Direction(stall_every_seconds=1, stall_seconds=1)
     with pytest.raises(ValueError, match="probability"):
         Direction(reset_probability_per_mib=1.5)
+
+
+def test_a_rate_set_while_a_connection_is_open_applies_to_it() -> None:
+    """A download at 1 MB/s speeds up to 4 MB/s when the rate is set mid-transfer."""
+    slow, fast, switch_at, size = 1_000_000, 4_000_000, 1_000_000, 7_000_000
+    impairment = Impairment(down=Direction(rate_bytes_per_second=slow))
+    data = random.Random(8).randbytes(size)
+    with tcp_server(partial(send_and_close, data)) as (upstream, results):
+        with impairment.running(upstream) as proxy, connect(proxy) as client:
+            received = bytearray()
+            while len(received) < switch_at:
+                received += client.recv(1 << 16)
+            switched, before = time.monotonic(), len(received)
+            proxy.set_rate("down", fast)
+            rest, finished = receive_all(client)
+            started = results.get(timeout=10)
+    assert bytes(received) + rest == data
+    assert within(before / (switched - started), slow)
+    assert within(len(rest) / (finished - switched), fast)
+    with pytest.raises(ValueError, match="negative"):
+        proxy.set_rate("down", -1)
