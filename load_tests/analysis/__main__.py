@@ -37,10 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"the Markdown report to write (default {DOC.relative_to(ROOT)} for a full run, "
         "none for --quick)",
     )
+    parser.add_argument(
+        "--doc-only",
+        action="store_true",
+        help="run nothing: write the report from the JSON already in --out",
+    )
     args = parser.parse_args(argv)
     doc = args.doc or (None if args.quick else DOC)
     failed = []
-    for name in args.only or EXPERIMENTS:
+    for name in [] if args.doc_only else args.only or EXPERIMENTS:
         command = [sys.executable, "-m", f"load_tests.analysis.{name}"]
         command += ["--out", str(args.out), "--plots", str(args.plots)]
         if args.quick:

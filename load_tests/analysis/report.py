@@ -112,7 +112,7 @@ def render(experiments: list[Experiment], plots: str = "analysis") -> str:
             + ":",
             "",
             "```bash",
-            experiment.command,
+            " ".join(_measurement_args(experiment.command.split())),
             "```",
             "",
             experiment.method.strip(),
@@ -130,6 +130,21 @@ RESULTS = Path("results") / "analysis"
 PLOTS = Path("docs") / "analysis"
 
 
+def _measurement_args(given: list[str]) -> list[str]:
+    """``given`` without the flags that only say where results go, so the command in the
+    report is the same on every machine."""
+    kept: list[str] = []
+    skip = False
+    for arg in given:
+        if skip:
+            skip = False
+        elif arg in ("--out", "--plots"):
+            skip = True
+        elif not arg.startswith(("--out=", "--plots=")):
+            kept.append(arg)
+    return kept
+
+
 def experiment_main(
     module: str,
     parser: argparse.ArgumentParser,
@@ -145,7 +160,7 @@ def experiment_main(
     parser.add_argument("--plots", type=Path, default=PLOTS, help="folder for the PNG plot")
     args = parser.parse_args(argv)
     args.plots.mkdir(parents=True, exist_ok=True)
-    given = list(sys.argv[1:] if argv is None else argv)
+    given = _measurement_args(list(sys.argv[1:] if argv is None else argv))
     started = time.monotonic()
     experiment = run(args)
     experiment.seconds = time.monotonic() - started
