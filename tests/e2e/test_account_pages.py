@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.support.accounts import create_account
-from tests.support.browser import launch_chromium, sign_in_on, upload_with_page
+from tests.support.browser import chromium, sign_in_on, upload_with_page
 from tests.support.media import make_clip
 from tests.support.ports import free_port
 from tests.support.processes import Processes
@@ -46,12 +46,8 @@ def pages(procs: Processes) -> Pages:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright, "--autoplay-policy=no-user-gesture-required")
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium("--autoplay-policy=no-user-gesture-required") as browser:
+        yield browser
 
 
 def new_page(browser: Browser, errors: list[str]) -> Page:

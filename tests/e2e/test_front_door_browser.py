@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.support.accounts import Account, create_account
-from tests.support.browser import launch_chromium, sign_in_on, upload_with_page
+from tests.support.browser import chromium, sign_in_on, upload_with_page
 from tests.support.cross_site import serve_site
 from tests.support.front_door import Platform, start_platform
 from tests.support.media import make_clip
@@ -57,12 +57,8 @@ def platform(test_env: dict[str, str], test_root: Path, site: str) -> Iterator[P
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright, "--autoplay-policy=no-user-gesture-required")
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium("--autoplay-policy=no-user-gesture-required") as browser:
+        yield browser
 
 
 def new_context(browser: Browser) -> BrowserContext:

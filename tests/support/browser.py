@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, Playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = "/usr/bin/chromium"
@@ -22,6 +24,17 @@ CHROMIUM_ARGS = [
 def launch_chromium(playwright: Playwright, *extra_args: str) -> Browser:
     """Headless Debian Chromium (a test tool's own browser download does not work here)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+
+
+@contextmanager
+def chromium(*extra_args: str) -> Iterator[Browser]:
+    """``launch_chromium`` in a Playwright session of its own, closed on leaving."""
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, *extra_args)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def sign_in_on(page: Page, name: str, password: str) -> None:
