@@ -38,7 +38,7 @@ typecheck: setup ## mypy (strict for shared)
 
 check: lint typecheck test ## Lint, type-check and test
 
-bench: setup ## Every benchmark side by side with its baseline (under 15 min); rewrites docs/BENCHMARKS.md
+bench: setup ## Every benchmark side by side with its baseline (under 20 min); rewrites docs/BENCHMARKS.md
 	@mkdir -p results
 	@$(PY) -m load_tests.run_all
 

@@ -348,7 +348,7 @@ def report(
         )
 
     comparisons = [
-        compare("2 MiB signed segments, query signature", "origin (query)", "nginx", 0.5),
+        compare("2 MiB signed segments, query signature", "origin (query)", "nginx", 0.7),
         compare("2 MiB segments, path token", "origin (token)", "nginx"),
         compare("2 MiB signed segments under uvicorn", "origin uvicorn", "nginx"),
     ]
