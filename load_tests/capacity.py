@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from load_tests.harness import RESULTS, Comparison, Report, command_line, machine
-from load_tests.viewers_sim import SimConfig, run, simulate
+from load_tests.viewers_sim import SimConfig, boot_seconds, run, simulate
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
 from shared.runtime.resources import close_resources, open_resources
@@ -153,7 +153,7 @@ async def measured_step(config: SimConfig, labels: dict[int, str]) -> dict[str, 
     """One simulator run, with the CPU of every process over its steady part (after the ramp)."""
 
     async def meter() -> tuple[dict[str, float], float]:
-        await asyncio.sleep(config.ramp_seconds)
+        await asyncio.sleep(boot_seconds(config) + config.ramp_seconds)
         before, busy, started = cpu_snapshot(labels), _busy_seconds(), time.monotonic()
         await asyncio.sleep(config.duration_seconds)
         wall = time.monotonic() - started
@@ -195,6 +195,7 @@ def ramp(target: Target, args: argparse.Namespace) -> dict[str, Any]:
             viewers=viewers,
             ramp_seconds=args.ramp,
             duration_seconds=args.duration,
+            processes=args.processes,
         )
         step = run(measured_step(config, target.labels))
         step["sustained"] = sustained(step)
@@ -255,6 +256,13 @@ def _parser() -> argparse.ArgumentParser:
         "--api",
         default=ports.local_url(ports.ORIGIN),
         help="the running suite's origin (with --target)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="generator processes the viewers are dealt to (default: one per core, so no "
+        "single event loop's lateness becomes every viewer's startup time)",
     )
     parser.add_argument("--videos", nargs="+", default=[], help="ready video ids (with --target)")
     parser.add_argument(

@@ -31,9 +31,11 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -54,6 +56,8 @@ from shared.core import ports
 RETRY_AFTER_ERROR_SECONDS = 1.0
 LAG_PROBE_SECONDS = 0.1
 GC_YOUNG_THRESHOLD = 100_000
+# Time given to spawned generator processes to import and connect before viewers start.
+CHILD_BOOT_SECONDS = 3.0
 T = TypeVar("T")
 
 
@@ -70,6 +74,7 @@ class SimConfig:
     max_buffer_seconds: float = 12.0
     request_timeout_seconds: float = 10.0
     connections: int = 0  # 0: as many as viewers, one each at most, as real players have
+    processes: int = 1  # generator processes the viewers are dealt to
     clock: Callable[[], PlaybackClock] = PlaybackClock  # each session's clock (its ABR settings)
 
 
@@ -220,40 +225,100 @@ class Simulation:
             await asyncio.sleep(wait)
 
 
+@dataclass
+class Share:
+    """What one generator process's viewers did, and what running them cost it."""
+
+    sessions: list[dict[str, Any]]
+    traffic: Traffic
+    stream_api_calls: int
+    cpu_seconds: float
+    viewer_seconds: float
+    lags: list[float]
+
+
 async def simulate(config: SimConfig) -> dict[str, Any]:
-    """Run the viewers of ``config``; their experience, the traffic and the generator's cost."""
-    timeout = aiohttp.ClientTimeout(total=config.request_timeout_seconds)
-    connector = aiohttp.TCPConnector(limit=config.connections or config.viewers, limit_per_host=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        sim = Simulation(config, http)
-        cpu_before = _own_cpu_seconds()
-        started = time.monotonic()
-        stop_at = started + config.ramp_seconds + config.duration_seconds
-        step = config.ramp_seconds / config.viewers if config.viewers else 0.0
-        viewers: list[Coroutine[Any, Any, None]] = [
-            sim.viewer(started + i * step, stop_at) for i in range(config.viewers)
+    """Run the viewers of ``config``; their experience, the traffic and the generator's cost.
+
+    With ``config.processes`` above 1, the viewers are dealt round-robin to that many
+    processes (this one and spawned children), all on one shared start time, so the ramp stays
+    even; the results are merged and the generator's cost is the sum of its processes.
+    """
+    shares = max(1, config.processes)
+    started = time.monotonic() + boot_seconds(config)
+    children: list[asyncio.Future[Share]] = []
+    pool = ProcessPoolExecutor(shares - 1, mp_context=get_context("spawn")) if shares > 1 else None
+    try:
+        loop = asyncio.get_running_loop()
+        children = [
+            loop.run_in_executor(pool, _share_in_child, config, k, shares, started)
+            for k in range(1, shares)
         ]
-        lags = asyncio.ensure_future(_loop_lags(stop_at))
-        await asyncio.gather(*viewers)
-        wall = time.monotonic() - started
-        cpu = _own_cpu_seconds() - cpu_before
-        lag = await lags
+        parts = [
+            await _simulate_share(config, 0, shares, started),
+            *await asyncio.gather(*children),
+        ]
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    wall = time.monotonic() - started
+    sessions = [s for part in parts for s in part.sessions]
+    requests = sum(part.traffic.requests for part in parts)
+    failures: dict[str, int] = {}
+    for part in parts:
+        for what, count in part.traffic.failures.items():
+            failures[what] = failures.get(what, 0) + count
+    lags = [lag for part in parts for lag in part.lags]
+    cpu = sum(part.cpu_seconds for part in parts)
+    viewer_seconds = sum(part.viewer_seconds for part in parts)
     return {
         "viewers": config.viewers,
         "ramp_seconds": config.ramp_seconds,
         "duration_seconds": config.duration_seconds,
-        **summarize(sim.sessions),
-        "requests": sim.traffic.requests,
-        "bytes": sim.traffic.bytes,
-        "http_failures": sum(sim.traffic.failures.values()),
-        "failures": sim.traffic.failures,
-        "stream_api_calls": sim.answers.calls,
+        **summarize(sessions),
+        "requests": requests,
+        "bytes": sum(part.traffic.bytes for part in parts),
+        "http_failures": sum(failures.values()),
+        "failures": failures,
+        "stream_api_calls": sum(part.stream_api_calls for part in parts),
         "generator": {
-            **_generator_cost(cpu, wall, sim.viewer_seconds, sim.traffic.requests),
-            "loop_lag_p50_seconds": percentile(lag, 0.5),
-            "loop_lag_p99_seconds": percentile(lag, 0.99),
+            **_generator_cost(cpu, wall, viewer_seconds, requests),
+            "processes": shares,
+            "cpu_seconds_by_process": [part.cpu_seconds for part in parts],
+            "loop_lag_p50_seconds": percentile(lags, 0.5),
+            "loop_lag_p99_seconds": percentile(lags, 0.99),
         },
     }
+
+
+def boot_seconds(config: SimConfig) -> float:
+    """How long after ``simulate`` is called its viewers begin: spawned processes' start-up."""
+    return CHILD_BOOT_SECONDS if config.processes > 1 else 0.0
+
+
+def _share_in_child(config: SimConfig, share: int, shares: int, started: float) -> Share:
+    """A spawned process's part of a run (CLOCK_MONOTONIC is the same in every process)."""
+    return run(_simulate_share(config, share, shares, started))
+
+
+async def _simulate_share(config: SimConfig, share: int, shares: int, started: float) -> Share:
+    """Viewers ``share``, ``share + shares``, ... of the run starting at ``started``."""
+    mine = range(share, config.viewers, shares)
+    timeout = aiohttp.ClientTimeout(total=config.request_timeout_seconds)
+    limit = -(-config.connections // shares) if config.connections else len(mine)
+    connector = aiohttp.TCPConnector(limit=max(1, limit), limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        sim = Simulation(config, http)
+        cpu_before = _own_cpu_seconds()
+        stop_at = started + config.ramp_seconds + config.duration_seconds
+        step = config.ramp_seconds / config.viewers if config.viewers else 0.0
+        viewers = [sim.viewer(started + i * step, stop_at) for i in mine]
+        lags = asyncio.ensure_future(_loop_lags(stop_at))
+        await asyncio.gather(*viewers)
+        cpu = _own_cpu_seconds() - cpu_before
+        return Share(
+            sim.sessions, sim.traffic, sim.answers.calls, cpu, sim.viewer_seconds, await lags
+        )
 
 
 async def _loop_lags(stop_at: float) -> list[float]:
@@ -371,6 +436,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="size of the shared connection pool (default: one per viewer, as real players)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="generator processes to deal the viewers to (one event loop each)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     return parser
 
@@ -387,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         max_buffer_seconds=args.max_buffer,
         request_timeout_seconds=args.timeout,
         connections=args.connections,
+        processes=args.processes,
     )
     results = run(simulate(config))
     text = json.dumps(results, indent=2)

@@ -86,3 +86,30 @@ async def test_twenty_viewers_play_with_measured_experience_and_cost(
     assert 0 < cost["cpu_seconds_per_viewer_second"] < 0.05
     assert 0 < cost["machine_cpu_share"] < 1
     assert 0 <= cost["loop_lag_p50_seconds"] <= cost["loop_lag_p99_seconds"]
+
+
+async def test_viewers_dealt_to_two_generator_processes_are_merged(
+    stack: dict[str, Proc], video: SeededVideo
+) -> None:
+    config = SimConfig(
+        target=stack["edge"].url,
+        api=stack["origin"].url,
+        videos=[str(video.id)],
+        viewers=VIEWERS,
+        ramp_seconds=4,
+        duration_seconds=6,
+        processes=2,
+    )
+    results = await simulate(config)
+
+    assert results["http_failures"] == 0, results["failures"]
+    assert results["sessions"] >= VIEWERS
+    assert results["watched_seconds"] > VIEWERS * 4
+    # Each process asked for the stream answer once and played its half of the viewers.
+    assert results["stream_api_calls"] == 2
+    cost = results["generator"]
+    assert cost["processes"] == 2
+    assert len(cost["cpu_seconds_by_process"]) == 2
+    assert all(seconds > 0 for seconds in cost["cpu_seconds_by_process"])
+    assert cost["cpu_seconds"] == sum(cost["cpu_seconds_by_process"])
+    assert cost["viewer_seconds"] >= VIEWERS * 6
