@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any
 
 from load_tests.harness import RESULTS
 from tests.support.paths import ROOT
@@ -69,6 +70,41 @@ def _rows(results: dict[str, dict | None]) -> list[str]:
     return lines
 
 
+def _capacity_steps(data: dict[str, Any] | None) -> list[str]:
+    """The viewer ramp of ``load_tests.capacity``, step by step, with the CPU of each process."""
+    steps = ((data or {}).get("extra") or {}).get("steps") or []
+    if not steps:
+        return []
+    lines = [
+        "",
+        "Viewer capacity, step by step (`capacity` above; cores: 1.0 is one core busy, over "
+        "each step's steady part after its ramp):",
+        "",
+        "| viewers | startup p50, p95 | stall ratio | segment time / duration | generator "
+        "cores (processes, loop lag p99) | busiest processes | machine busy | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in steps:
+        gen = s["generator"]
+        cores = s["cpu_cores_by_process"]
+        busiest = ", ".join(
+            f"{label} {used:.2f}" for label, used in list(cores.items())[:4] if used >= 0.005
+        )
+        verdict = "sustained" if s["sustained"] else "viewers notice"
+        lines.append(
+            f"| {s['viewers']:,} | {_seconds(s['startup_p50_seconds'])}, "
+            f"{_seconds(s['startup_p95_seconds'])} | {s['stall_ratio']:.4f} | "
+            f"{s['segment_time_ratio_mean'] or 0:.3f} | {cores.get('generator', 0.0):.2f} "
+            f"({gen.get('processes', 1)}, {gen['loop_lag_p99_seconds']:.2f} s) | {busiest} | "
+            f"{s['machine_busy_cores']:.2f} | {verdict} |"
+        )
+    return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
 def _previous_run() -> str | None:
     """When and how long the last full run was, as the generated section says."""
     text = DOC.read_text() if DOC.exists() else ""
@@ -98,6 +134,7 @@ def render(results: dict[str, dict | None], elapsed: float, rerun: list[str] | N
             "baseline over ours), so above 1 is better.",
             "",
             *_rows(results),
+            *_capacity_steps(results.get("capacity")),
             "",
             "Commands that produced these rows:",
             "",
