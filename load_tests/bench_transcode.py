@@ -2,9 +2,14 @@
 ffmpeg process per rendition.
 
 - pipeline: ``services.transcoder.service.transcode`` end to end on the real PostgreSQL, Redis,
-  RabbitMQ and a filesystem store: probe, the one ffmpeg process (ladder + poster), segments
-  published while it runs, measuring, the master playlist, the commit. Goal: at most 1.05x bare.
-- bare: exactly the ffmpeg command the pipeline runs, alone.
+  RabbitMQ and a filesystem store: probe, the one ffmpeg process (ladder, poster and preview
+  sprites), segments published while it runs, measuring, the I-frame playlists, the master
+  playlist, the commit. Goal: at most 1.05x bare.
+- bare: exactly the ffmpeg command the pipeline runs, alone, then the previews' work outside it
+  (the sprite sheets from the tiles, one stream copy per rung for the I-frame playlists, the
+  thumbnails track).
+- ladder alone: the same command without the preview sprites, and nothing after it. Goal: the
+  previews cost at most 1.10x its time.
 - per-rendition: one ffmpeg per rung, all at once, each decoding the source itself (the
   design the single process replaces).
 
@@ -27,7 +32,7 @@ import uuid
 from pathlib import Path
 
 from load_tests.harness import Comparison, Report, command_line
-from services.transcoder import ffmpeg, service
+from services.transcoder import ffmpeg, previews, service, trickplay
 from services.transcoder.ladder import Rung, plan_ladder
 from services.transcoder.settings import Settings
 from shared.db.migrate import upgrade
@@ -66,17 +71,32 @@ def options(settings: Settings) -> ffmpeg.EncodeOptions:
     )
 
 
-async def run_bare(source: Path, info: MediaInfo, rungs: list[Rung], settings: Settings) -> float:
-    """The pipeline's ffmpeg command, alone."""
+async def run_bare(
+    source: Path, info: MediaInfo, rungs: list[Rung], settings: Settings, *, with_previews: bool
+) -> float:
+    """The pipeline's ffmpeg command, alone, and the previews' work after it; or the same
+    command without the preview sprites and nothing after it."""
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as folder:
-        out = Path(folder) / "hls"
+        work = Path(folder)
+        out = work / "hls"
         out.mkdir()
+        sprites = previews.plan_for(info.duration_seconds, rungs) if with_previews else None
         cmd = ffmpeg.build_command(
-            str(source), out, info, rungs, options(settings), poster=Path(folder) / "poster.jpg"
-        )
+            str(source), out, info, rungs, options(settings), poster=work / "poster.jpg",
+            sprites=sprites, sprite_dir=work,
+        )  # fmt: skip
         started = time.monotonic()
         await ffmpeg.run(cmd)
+        if sprites is not None:
+            await previews.make_sheets(work, sprites)
+            await trickplay_pass(out, rungs)
+            (work / previews.THUMBNAILS).write_text(previews.thumbnails_vtt(sprites))
         return time.monotonic() - started
+
+
+async def trickplay_pass(out: Path, rungs: list[Rung]) -> None:
+    """The I-frame files and playlists of every video rung, as the pipeline makes them."""
+    await trickplay.ladder_iframes(out, [r.name for r in rungs if r.kind == "video"])
 
 
 async def run_per_rendition(
@@ -129,10 +149,18 @@ async def bench(args: argparse.Namespace) -> Report:
         # The pipeline plans its own ladder; give it the same number of rungs.
         settings = settings.model_copy(update={"transcoder_max_rungs": args.rungs})
     res = await open_resources(settings, {"db", "redis", "mq", "storage"})
-    times: dict[str, list[float]] = {"bare": [], "pipeline": [], "per-rendition": []}
+    times: dict[str, list[float]] = {
+        "bare": [],
+        "ladder-alone": [],
+        "pipeline": [],
+        "per-rendition": [],
+    }
     try:
         for i in range(args.repeat):
-            times["bare"].append(await run_bare(source, info, rungs, settings))
+            times["bare"].append(await run_bare(source, info, rungs, settings, with_previews=True))
+            times["ladder-alone"].append(
+                await run_bare(source, info, rungs, settings, with_previews=False)
+            )
             times["pipeline"].append(await run_pipeline(res, source, settings))
             times["per-rendition"].append(await run_per_rendition(source, info, rungs, settings))
             print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
@@ -152,6 +180,12 @@ async def bench(args: argparse.Namespace) -> Report:
             notes="ratio = bare / pipeline; goal: overhead at most 1.05x",
         ),
         Comparison(
+            f"{args.seconds} s 1080p, {len(rungs)} rungs: ladder with previews vs ladder alone",
+            "s", med["bare"], med["ladder-alone"], "the ladder without previews",
+            higher_is_better=False, goal_ratio=round(1 / 1.10, 4),
+            notes="ratio = alone / with previews; goal: previews cost at most 1.10x time",
+        ),
+        Comparison(
             f"{args.seconds} s 1080p, {len(rungs)} rungs: one process vs one per rendition",
             "s", med["bare"], med["per-rendition"], "one ffmpeg per rendition, concurrent",
             higher_is_better=False,
@@ -164,6 +198,7 @@ async def bench(args: argparse.Namespace) -> Report:
         "runs": times,
         "median": med,
         "overhead": med["pipeline"] / med["bare"],
+        "previews_cost": med["bare"] / med["ladder-alone"],
     }
     return report
 
@@ -179,7 +214,9 @@ def main() -> None:
     print(
         f"medians: bare {report.extra['median']['bare']:.1f} s, pipeline "
         f"{report.extra['median']['pipeline']:.1f} s (overhead {report.extra['overhead']:.3f}x), "
-        f"per-rendition {report.extra['median']['per-rendition']:.1f} s"
+        f"per-rendition {report.extra['median']['per-rendition']:.1f} s, ladder alone "
+        f"{report.extra['median']['ladder-alone']:.1f} s (previews "
+        f"{report.extra['previews_cost']:.3f}x)"
     )
 
 

@@ -122,6 +122,12 @@ def account(test_env: dict[str, str]) -> Account:
 
 
 @pytest.fixture(scope="session")
+def stranger(test_env: dict[str, str]) -> Account:
+    """Another uploader of the session: whose videos the session's account does not own."""
+    return create_account(test_env)
+
+
+@pytest.fixture(scope="session")
 def admin_account(test_env: dict[str, str]) -> Account:
     """An admin account of the session."""
     return create_account(test_env, role="admin")

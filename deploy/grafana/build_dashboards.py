@@ -263,6 +263,19 @@ def uploads() -> dict[str, Any]:
                 description="Failed or timed-out publishes, and jobs the broker returned because "
                 "no queue was bound; each stays unsent and is retried.",
             ),
+            panel(
+                "Webhook delivery attempts by outcome",
+                (sum_rate("webhook_deliveries_total", "outcome"), "{{outcome}}"),
+                unit="ops",
+                description="Attempts of the origins' dispatchers: delivered (2xx), retrying "
+                "(another attempt is due), failed (out of attempts).",
+            ),
+            panel(
+                "p95 webhook attempt time",
+                (quantile("0.95", "webhook_attempt_duration_seconds"), "p95"),
+                unit="s",
+                description="Resolution, connection and answer of one attempt (10 s at most).",
+            ),
         ],
         ["uploads"],
     )

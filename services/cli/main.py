@@ -16,6 +16,7 @@ from services.cli.accounts import (
     logout,
     user_app,
 )
+from services.cli.jobs import jobs_app
 from services.runtime.registry import SERVICES
 from shared.core import ports
 
@@ -189,6 +190,7 @@ def play_url(
 
 app.add_typer(user_app, name="user")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 app.command()(login)
 app.command()(logout)
 

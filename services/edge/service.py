@@ -353,6 +353,8 @@ class Edge:
             if not variant_key.endswith(".m3u8"):
                 continue
             variant = await self._playlist(variant_key)
+            if "#EXT-X-I-FRAMES-ONLY" in variant:
+                continue  # trick play is fetched when a player scrubs, by byte range
             uris = [u for u in hls.referenced_uris(variant) if not hls.is_absolute(u)]
             inits = [u for u in uris if not u.split("?", 1)[0].endswith(".m4s")]
             segments = [u for u in uris if u.split("?", 1)[0].endswith(".m4s")]

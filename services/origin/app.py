@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from services.origin import accounts, player
+from services.origin import accounts, captions, manage, player, posters, webhooks
 from services.origin.delivery import OriginDelivery
 from services.origin.routes import api_router
 from services.origin.settings import Settings
+from services.origin.webhook_dispatcher import dispatcher_hooks
 from shared.core.signing import Signer
 from shared.http import signin
 from shared.http.app import create_app
@@ -21,6 +22,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # One signer for the whole app: object delivery, signed playlists, stream URLs, posters.
     signer = Signer.from_settings(settings)
+    start_dispatcher, stop_dispatcher = dispatcher_hooks(settings)
     app = create_app(
         service="origin",
         settings=settings,
@@ -29,9 +31,15 @@ def build(settings: Settings | None = None) -> FastAPI:
             signin.router(),
             accounts.router(),
             player.router(settings),
+            manage.router(),
+            webhooks.router(),
+            captions.router(),
+            posters.router(signer),
         ],
         # The broker announces deletions to the edges.
         uses={"db", "redis", "storage", "mq"},
+        on_startup=[start_dispatcher],
+        on_shutdown=[stop_dispatcher],
     )
     # First in the route table: every segment request takes this path, so it should not be
     # matched against every API route before it.
@@ -48,6 +56,11 @@ def build(settings: Settings | None = None) -> FastAPI:
     )
     media = CorsPolicy(settings.cors_allowed_origins)
     app.add_middleware(CorsMiddleware, policies=[("/origin/", media), ("/", api)])
-    # The origin takes no uploads: every body it reads is a small JSON or form.
-    app.add_middleware(BodyLimit, max_bytes=settings.origin_max_body_bytes)
+    # The origin takes no uploads: every body it reads is a small JSON or form, a caption file
+    # (ORIGIN_CAPTION_MAX_BYTES) or a poster (ORIGIN_POSTER_MAX_BYTES).
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.origin_max_body_bytes,
+        routes=[captions.body_limit(settings), posters.body_limit(settings)],
+    )
     return app

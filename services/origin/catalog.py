@@ -11,11 +11,12 @@ import uuid
 from typing import Any
 
 from services.origin.schemas import VideoEdit
-from services.origin.service import base_url, video_prefix
+from services.origin.service import base_url, thumbnails_key, video_prefix
 from services.origin.settings import Settings
 from shared.core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from shared.core.signing import Signer
-from shared.db.models import Role, Video, VideoState
+from shared.db.caption_repository import CaptionRepository
+from shared.db.models import Caption, Role, Video, VideoState
 from shared.db.repositories import VideoRepository
 from shared.http.auth import CHALLENGE, Principal, may_manage
 from shared.mq.messages import VideoEvent
@@ -29,6 +30,7 @@ from shared.videos.metadata import (
     check_text,
     parse_tags,
 )
+from shared.videos.webhooks import enqueue_event
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +102,20 @@ async def video_details(
     """State, metadata, renditions and live progress of one video ``viewer`` may see."""
     async with res.need_db().session() as session:
         video = await visible_video(session, video_id, viewer)
+        captions = [caption_view(c) for c in await CaptionRepository(session).list(video_id)]
     live = await progress.latest(res.redis, video_id) if res.redis else {}
-    return {**video_view(video, live), **_entry(signer, settings, video, request_base)}
+    previews = await thumbnails_key(res, video) if video.state == VideoState.ready.value else None
+    thumbnails_url = None
+    if previews is not None:
+        thumbnails_url = signer.signed_url(
+            base_url(settings, request_base), previews, settings.origin_playlist_ttl_seconds
+        )
+    return {
+        **video_view(video, live),
+        **_entry(signer, settings, video, request_base),
+        "thumbnails_url": thumbnails_url,
+        "captions": captions,
+    }
 
 
 def _check_manager(video: Video, actor: Principal) -> None:
@@ -173,6 +187,7 @@ async def delete_video(res: Resources, video_id: uuid.UUID, actor: Principal) ->
         _check_manager(video, actor)
         if video.state != VideoState.deleted.value:
             await repo.transition(video, VideoState.deleted)
+            await enqueue_event(session, video, "video.deleted")
         extra_keys = [
             key
             for key in (video.source_key, video.master_key, video.poster_key)
@@ -182,7 +197,7 @@ async def delete_video(res: Resources, video_id: uuid.UUID, actor: Principal) ->
     deleted = await store.delete_prefix(video_prefix(video_id))
     for key in extra_keys:
         await store.delete(key)
-    await _purge_edges(res, video_id)
+    await purge_edges(res, video_id, done="the video's objects are deleted")
     async with res.need_db().session() as session:
         await VideoRepository(session).purge(video_id)
     if res.redis is not None:
@@ -191,15 +206,30 @@ async def delete_video(res: Resources, video_id: uuid.UUID, actor: Principal) ->
     return deleted + len(extra_keys)
 
 
-async def _purge_edges(res: Resources, video_id: uuid.UUID) -> None:
-    """Announce the deletion; each edge drops every cached object of the video."""
-    event = VideoEvent(type="video.deleted", video_id=video_id, state=VideoState.deleted.value)
+def caption_view(caption: Caption) -> dict[str, Any]:
+    """The public JSON shape of a video's caption in one language."""
+    return {
+        "language": caption.language,
+        "label": caption.label,
+        "format": caption.source_format,
+        "cues": caption.cue_count,
+        "size_bytes": caption.size_bytes,
+        "updated_at": caption.updated_at.isoformat() if caption.updated_at else None,
+    }
+
+
+async def purge_edges(
+    res: Resources, video_id: uuid.UUID, *, done: str, state: str = VideoState.deleted.value
+) -> None:
+    """Each edge drops every cached object of the video: after its deletion, or after a change
+    of what its playlists name (captions). ``video.deleted`` is the purge edges follow;
+    ``state`` says what became of the video, ``done`` what already happened, for the 503."""
+    event = VideoEvent(type="video.deleted", video_id=video_id, state=state)
     try:
         await res.need_broker().publish_event(event)
     except Exception as exc:
-        log.warning("could not announce the deletion of video %s: %s", video_id, exc)
+        log.warning("could not ask the edges to purge video %s: %s", video_id, exc)
         raise ServiceUnavailable(
-            "the video's objects are deleted but the edges could not be told to purge their "
-            "copies; delete it again",
+            f"{done} but the edges could not be told to purge their copies; try again",
             headers={"Retry-After": str(res.settings.busy_retry_after_seconds)},
         ) from None

@@ -24,12 +24,16 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from services.origin import service
+from services.origin.captions import served_master
 from services.origin.settings import Settings
 from shared.core.signing import DELIVERY_PREFIX, TOKEN_SEGMENT, Credentials, Signer
 from shared.http.delivery import plan_body, send_object, send_plan
+from shared.media.captions import stored_key
+from shared.media.thumbnails import THUMBNAILS
 from shared.runtime.resources import Resources
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+VTT_TYPE = "text/vtt"
 PREFIX = DELIVERY_PREFIX
 TOKEN_PREFIX = f"{PREFIX}{TOKEN_SEGMENT}/"
 
@@ -73,23 +77,40 @@ class OriginDelivery:
             path, scope["query_string"].decode("latin-1"), time.time()
         )
         store = res.need_store()
+        if key.endswith("/" + THUMBNAILS) and not by_token:
+            # Its sprite URIs are signed like a playlist's children; a token already covers them.
+            body = await service.signed_thumbnails(res, self.settings, self.signer, key)
+            plan = plan_body(
+                body,
+                Headers(scope=scope),
+                content_type=VTT_TYPE,
+                cache_control=self.signed_playlist_cache,
+            )
+            await send_plan(plan, send, method=method)
+            return
+        # Captions live beside the ladder's runs; the paths under the master's folder that
+        # its subtitle renditions name (so a path token covers them) are theirs.
+        stored = stored_key(key)
         if not key.endswith(".m3u8"):
-            await send_object(store, key, scope, send, cache_control=self.segment_cache)
+            await send_object(store, stored, scope, send, cache_control=self.segment_cache)
             return
         headers = Headers(scope=scope)
+        stored_text = (await store.get_bytes(stored)).decode()
+        text = await served_master(res, key, stored_text)
         if by_token:
-            info = await store.stat(key)
-            body = await store.get_bytes(key)
+            body = text.encode()
+            # A master served with subtitles is validated by its own bytes, not the object's.
+            info = await store.stat(stored) if text == stored_text else None
             plan = plan_body(
                 body,
                 headers,
                 content_type=PLAYLIST_TYPE,
                 cache_control=self._token_playlist_cache(body),
-                etag=info.etag,
-                last_modified=info.last_modified,
+                etag=info.etag if info else None,
+                last_modified=info.last_modified if info else None,
             )
         else:
-            body = await service.signed_playlist(res, self.settings, self.signer, key)
+            body = await service.signed_playlist(res, self.settings, self.signer, key, text=text)
             plan = plan_body(
                 body, headers, content_type=PLAYLIST_TYPE, cache_control=self.signed_playlist_cache
             )

@@ -30,6 +30,8 @@ class StreamResponse(BaseModel):
     expires_in: int
     mode: Literal["query", "token"]
     expires_at: int
+    # The WebVTT scrubbing previews (sprite tiles), signed like the playlists; None without.
+    thumbnails_url: str | None = None
 
 
 class RefreshRequest(BaseModel):

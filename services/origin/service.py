@@ -10,14 +10,15 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.origin.playlists import children_ttl, sign_playlist
+from services.origin.playlists import children_ttl, sign_playlist, sign_thumbnails
 from services.origin.settings import Settings
 from shared.core.errors import Conflict, NotFound
 from shared.core.signing import Signer
 from shared.db.models import Rendition, Video, VideoState
 from shared.db.repositories import VideoRepository
 from shared.http.auth import Principal
-from shared.media import hls
+from shared.media import hls, thumbnails
+from shared.media.captions import stored_key
 from shared.runtime.resources import Resources
 from shared.videos.access import visible_video
 
@@ -31,24 +32,42 @@ class StreamUrls:
     expires_in: int
     mode: StreamMode
     expires_at: int = field(default=0)
+    thumbnails_url: str | None = None
+
+
+async def segment_durations(res: Resources, playlist_key: str, text: str) -> list[float]:
+    """The EXTINF durations of a media playlist, or of a master's first rendition."""
+    if not hls.is_master(text):
+        return hls.media_durations(text)
+    for uri in hls.referenced_uris(text):
+        if not hls.is_absolute(uri) and uri.split("?", 1)[0].endswith(".m3u8"):
+            # A subtitle rendition named before the variants is stored beside the runs.
+            key = stored_key(hls.resolve(playlist_key, uri))
+            return hls.media_durations((await res.need_store().get_bytes(key)).decode())
+    return []
 
 
 async def media_seconds_of(res: Resources, playlist_key: str, text: str) -> float:
     """How long the media behind a playlist lasts (a master: its first variant's length)."""
-    if not hls.is_master(text):
-        return sum(hls.media_durations(text))
-    for uri in hls.referenced_uris(text):
-        if not hls.is_absolute(uri) and uri.split("?", 1)[0].endswith(".m3u8"):
-            variant = await res.need_store().get_bytes(hls.resolve(playlist_key, uri))
-            return sum(hls.media_durations(variant.decode()))
-    return 0.0
+    return sum(await segment_durations(res, playlist_key, text))
 
 
 async def signed_playlist(
-    res: Resources, settings: Settings, signer: Signer, key: str, *, now: float | None = None
+    res: Resources,
+    settings: Settings,
+    signer: Signer,
+    key: str,
+    *,
+    now: float | None = None,
+    text: str | None = None,
 ) -> bytes:
-    """The stored playlist with every child URI signed for the rest of the media's length."""
-    text = (await res.need_store().get_bytes(key)).decode()
+    """The stored playlist with every child URI signed for the rest of the media's length.
+
+    ``text`` is the playlist served at ``key`` when it is not the object stored there (a master
+    with its subtitle renditions, a caption playlist stored beside the runs).
+    """
+    if text is None:
+        text = (await res.need_store().get_bytes(key)).decode()
     seconds = await media_seconds_of(res, key, text)
     ttl = (
         settings.origin_playlist_ttl_seconds
@@ -56,6 +75,23 @@ async def signed_playlist(
         else settings.origin_segment_ttl_seconds
     )
     return sign_playlist(text, key, signer, children_ttl(ttl, seconds), now=now).encode()
+
+
+async def signed_thumbnails(
+    res: Resources, settings: Settings, signer: Signer, key: str, *, now: float | None = None
+) -> bytes:
+    """The stored thumbnails track with every sprite URI signed for the rest of the video."""
+    text = (await res.need_store().get_bytes(key)).decode()
+    ttl = children_ttl(settings.origin_segment_ttl_seconds, thumbnails.last_cue_end(text))
+    return sign_thumbnails(text, key, signer, ttl, now=now).encode()
+
+
+async def thumbnails_key(res: Resources, video: Video) -> str | None:
+    """The video's thumbnails track (beside its master playlist), when its run has one."""
+    if not video.master_key:
+        return None
+    key = playback_prefix(video.master_key) + thumbnails.THUMBNAILS
+    return key if await res.need_store().exists(key) else None
 
 
 def base_url(settings: Settings, request_base: str) -> str:
@@ -163,7 +199,9 @@ async def stream_urls(
             return signer.token_url(base, prefix, path, life)
         return signer.signed_url(base, path, life)
 
+    previews = await thumbnails_key(res, video)
     return StreamUrls(
+        thumbnails_url=url(previews) if previews else None,
         master_url=url(video.master_key),
         variants=[
             {

@@ -14,6 +14,7 @@ from pydantic_settings import NoDecode
 
 from shared.core import ports
 from shared.core.settings import BaseServiceSettings
+from shared.http.targets import parse_networks
 
 DEV_ADMIN_TOKEN = "dev-only-origin-admin-token"
 # The gateway's bounds (seconds); the test suite signs shorter lives to watch URLs expire.
@@ -114,6 +115,59 @@ class Settings(BaseServiceSettings):
         default=None,
         description="The upload page the player and 'my videos' link to; default: port "
         f"{ports.CHUNKED_UPLOAD} of the host the page was loaded from",
+    )
+
+    # Webhooks (docs/WEBHOOKS.md): what an account may register and how the origin's
+    # dispatcher retries. Comma-separated CIDRs in the environment ("127.0.0.1/32,10.1.0.0/16").
+    webhook_max_per_account: int = Field(default=10, ge=0, le=1000)
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// webhook URLs besides https:// (local use)"
+    )
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Networks webhooks may reach although private, loopback or reserved",
+    )
+    webhook_retry_delays_seconds: list[Annotated[float, Field(ge=0, le=7 * 86_400)]] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0],
+        min_length=1,
+        max_length=32,
+        description="Wait before each retry (the last repeats), each within +-20% jitter",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="Attempts of one delivery before it is failed"
+    )
+    webhook_dispatch_interval_seconds: float = Field(
+        default=1, gt=0, le=60, description="How often the dispatcher looks for due deliveries"
+    )
+    webhook_dispatch_concurrency: int = Field(default=16, ge=1, le=256)
+    webhook_retention_seconds: float = Field(
+        default=30 * 86_400, gt=0, description="Finished deliveries older than this are deleted"
+    )
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            parse_networks([str(item) for item in value])
+        return value
+
+    # Captions (README "Captions"): the bound of one caption file, checked before its body is
+    # read (a route bound of the origin's BodyLimit), and how many languages a video may have.
+    origin_caption_max_bytes: int = Field(
+        default=512 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest caption file"
+    )
+    origin_captions_max_per_video: int = Field(default=32, ge=1, le=500)
+
+    # Posters (README "Posters and previews"): the bound of an uploaded poster, checked before
+    # its body is read (a route bound of the origin's BodyLimit), and of its width and height.
+    origin_poster_max_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest poster file"
+    )
+    origin_poster_max_side_pixels: int = Field(
+        default=4096, ge=16, le=16384, description="Largest width and height of a poster"
     )
 
     @field_validator("origin_available_bitrates", mode="before")

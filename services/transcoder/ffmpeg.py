@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.transcoder.ladder import Rung
+from services.transcoder.previews import TILE_PATTERN, SpritePlan
 from shared.media import tools
 from shared.media.ffprobe import MediaInfo
 from shared.media.inputs import input_args
@@ -68,26 +69,38 @@ def build_command(
     opts: EncodeOptions,
     *,
     poster: Path | None = None,
+    sprites: SpritePlan | None = None,
+    sprite_dir: Path | None = None,
 ) -> list[str]:
     """ffmpeg arguments: decode once, split, scale and encode every rung, fMP4 HLS out.
 
     Playlists are written as EVENT playlists (segments appear as they are finished, the
-    playlist is replaced atomically), and the optional poster frame comes out of the same
-    decode as one more branch of the split.
+    playlist is replaced atomically), and the optional poster frame and preview tiles
+    (written into ``sprite_dir``, laid out in sheets afterwards by ``previews.make_sheets``)
+    come out of the same decode as more branches of the split.
     """
     video_rungs = [r for r in rungs if r.kind == "video"]
     if not video_rungs:
         poster = None  # an audio-only source has no frame to take
+    if not video_rungs or sprite_dir is None:
+        sprites = None
     threads = ["-threads", str(opts.threads)]
     cmd = [*_global_args(opts), *_progress_args(), *_input_args(opts), "-i", source]
     if video_rungs:
-        cmd += _video_ladder_args(info, video_rungs, opts, poster=poster is not None)
+        cmd += _video_ladder_args(
+            info, video_rungs, opts, poster=poster is not None, sprites=sprites
+        )
     else:
         cmd += _audio_ladder_args(rungs)
     cmd += threads  # for the encoders of the HLS output
     cmd += _hls_args(out_dir, opts, _var_stream_map(rungs, video_rungs, info.has_audio))
     if poster is not None:
         cmd += ["-map", "[poster]", "-frames:v", "1", "-q:v", "4", *threads, str(poster)]
+    if sprites is not None and sprite_dir is not None:
+        # Single tiles, not sheets: an output's first frame must come early for -progress to
+        # start. Good quality, since the sheets encode them once more.
+        cmd += ["-map", "[tiles]", "-frames:v", str(sprites.tiles), "-q:v", "2", *threads]
+        cmd += ["-start_number", "0", "-f", "image2", str(sprite_dir / TILE_PATTERN)]
     return cmd
 
 
@@ -146,10 +159,15 @@ def _progress_args() -> list[str]:
 
 
 def _video_ladder_args(
-    info: MediaInfo, video_rungs: list[Rung], opts: EncodeOptions, *, poster: bool
+    info: MediaInfo,
+    video_rungs: list[Rung],
+    opts: EncodeOptions,
+    *,
+    poster: bool,
+    sprites: SpritePlan | None = None,
 ) -> list[str]:
     """Filter graph, stream maps and encoder settings for a ladder of video rungs."""
-    cmd = ["-filter_complex", _filter_graph(info, video_rungs, poster=poster)]
+    cmd = ["-filter_complex", _filter_graph(info, video_rungs, poster=poster, sprites=sprites)]
     for i in range(len(video_rungs)):
         cmd += ["-map", f"[v{i}]"]
     if info.has_audio:
@@ -162,10 +180,13 @@ def _video_ladder_args(
     return cmd
 
 
-def _filter_graph(info: MediaInfo, video_rungs: list[Rung], *, poster: bool) -> str:
-    """Split the decoded video once per rung (plus the poster) and scale each branch."""
+def _filter_graph(
+    info: MediaInfo, video_rungs: list[Rung], *, poster: bool, sprites: SpritePlan | None = None
+) -> str:
+    """Split the decoded video once per rung (plus the poster and the preview tiles) and
+    scale each branch."""
     n = len(video_rungs)
-    branches = n + (1 if poster else 0)
+    branches = n + (1 if poster else 0) + (1 if sprites is not None else 0)
     labels = "".join(f"[s{i}]" for i in range(branches))
     chains = [f"[0:v:0]split={branches}{labels}"] if branches > 1 else []
     for i, rung in enumerate(video_rungs):
@@ -178,6 +199,9 @@ def _filter_graph(info: MediaInfo, video_rungs: list[Rung], *, poster: bool) -> 
             f"[s{n}]select='gte(t\\,{poster_seconds(info)})',"
             "scale='min(640,iw)':-2,setsar=1[poster]"
         )
+    if sprites is not None:
+        src = f"[s{branches - 1}]" if branches > 1 else "[0:v:0]"
+        chains.append(sprites.filter(src, "tiles"))
     return ";".join(chains)
 
 

@@ -11,10 +11,12 @@ yet); the measured one replaces it when the ladder is complete.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.transcoder.ladder import Rung
+from services.transcoder.trickplay import IFRAMES_PLAYLIST, IFrameStats
 from shared.media.ffprobe import MediaInfo
 from shared.media.hls import media_durations, referenced_uris
 
@@ -123,10 +125,16 @@ def planned_variant(rung: Rung, codecs: str) -> VariantStats:
     return VariantStats(rung, peak, average, codecs, 0, 0.0)
 
 
-def master_playlist(stats: list[VariantStats], info: MediaInfo) -> str:
-    """The master playlist, highest rung first."""
+def master_playlist(
+    stats: list[VariantStats],
+    info: MediaInfo,
+    iframes: Mapping[str, IFrameStats] | None = None,
+) -> str:
+    """The master playlist, highest rung first, then the I-frame playlists of ``iframes``
+    (by rung name)."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for v in sorted(stats, key=lambda s: s.peak_bps, reverse=True):
+    ordered = sorted(stats, key=lambda s: s.peak_bps, reverse=True)
+    for v in ordered:
         attrs = [f"BANDWIDTH={v.peak_bps}", f"AVERAGE-BANDWIDTH={v.average_bps}"]
         if v.rung.kind == "video":
             attrs.append(f"RESOLUTION={v.rung.width}x{v.rung.height}")
@@ -135,7 +143,25 @@ def master_playlist(stats: list[VariantStats], info: MediaInfo) -> str:
             attrs.append(f"FRAME-RATE={info.frame_rate:.3f}")
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(v.playlist)
+    for v in ordered:
+        trick = (iframes or {}).get(v.rung.name)
+        if trick is None or v.rung.kind != "video":
+            continue
+        video_codec = v.codecs.split(",", 1)[0]
+        attrs = [
+            f"BANDWIDTH={trick.peak_bps}",
+            f"AVERAGE-BANDWIDTH={trick.average_bps}",
+            f'CODECS="{video_codec}"',
+            f"RESOLUTION={v.rung.width}x{v.rung.height}",
+            f'URI="{iframes_playlist(v.rung)}"',
+        ]
+        lines.append("#EXT-X-I-FRAME-STREAM-INF:" + ",".join(attrs))
     return "\n".join(lines) + "\n"
+
+
+def iframes_playlist(rung: Rung) -> str:
+    """Where a video rung's I-frame playlist lives, relative to the master."""
+    return f"{rung.name}/{IFRAMES_PLAYLIST}"
 
 
 def vod_playlist(text: str) -> str:
@@ -159,6 +185,8 @@ def content_type(name: str) -> str:
         return "video/mp4"
     if name.endswith(".jpg"):
         return "image/jpeg"
+    if name.endswith(".vtt"):
+        return "text/vtt"
     if name.endswith(".json"):
         return "application/json"
     return "application/octet-stream"

@@ -10,6 +10,12 @@ and removes its own objects when it fails or hands the job back. The row turns r
 same transaction that replaces the renditions; the measured master playlist is stored just
 before that, so a ready video always has its final playlists.
 
+A run of a ready video (a re-transcode) is not exposed as it goes: the ready run keeps serving
+until the new one is complete, then one transaction switches the row to it and schedules the
+old run's deletion once ``TRANSCODER_OLD_RUN_GRACE_SECONDS`` have passed (a purge job in the
+outbox). Such a run that fails leaves the ready run serving, with the reason as the video's
+error.
+
 The source is checked again before any work (the limits may have been lowered since it was
 uploaded), and ffmpeg runs within a time budget that grows with the source's duration. A
 failure leaves the worker as a ``Failure``: a reason fit for the public ``error`` of the video,
@@ -25,13 +31,15 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from services.transcoder import ffmpeg, metadata
+from services.transcoder import ffmpeg, metadata, previews, trickplay
 from services.transcoder.ladder import Rung, plan_ladder
 from services.transcoder.lease import Lease
 from services.transcoder.package import (
     content_type,
+    iframes_playlist,
     init_segment,
     master_playlist,
     measure_variant,
@@ -47,10 +55,12 @@ from shared.db.repositories import VideoRepository
 from shared.media.ffprobe import MediaInfo, probe
 from shared.media.hls import media_durations
 from shared.media.limits import MediaLimits
-from shared.mq.messages import TranscodeJob, VideoEvent
+from shared.mq.messages import PurgeJob, TranscodeJob, VideoEvent
+from shared.mq.outbox import add_job, relay_pending, scheduled_purges
 from shared.runtime.resources import Resources
 from shared.storage.local import media_location
 from shared.videos import progress
+from shared.videos.webhooks import enqueue_event
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +144,52 @@ async def job_timeout_seconds(res: Resources, settings: Settings, job: Transcode
     return min(cap, budget + settings.transcoder_job_overhead_seconds)
 
 
-async def start_job(res: Resources, job: TranscodeJob) -> bool:
-    """Mark the video transcoding; False when there is nothing to do (ready, deleted, gone)."""
+def serving_prefix(master_key: str) -> str:
+    """The objects of the run a master playlist belongs to (the whole ladder folder for a
+    ladder stored before runs had folders)."""
+    return master_key.rsplit("/", 1)[0] + "/"
+
+
+@dataclass(frozen=True)
+class Start:
+    """A run that goes ahead. ``serving``: the prefix of the ready run that keeps serving
+    until this one is complete (a re-transcode); None when the run is exposed as it goes."""
+
+    serving: str | None = None
+
+
+async def start_job(res: Resources, job: TranscodeJob) -> Start | None:
+    """Mark the video transcoding (a re-transcoded video stays ready); None when there is
+    nothing to do (ready, deleted, gone)."""
     async with res.need_db().session() as session:
         repo = VideoRepository(session)
         video = await repo.find(job.video_id)
-        if video is None or video.state in (VideoState.ready.value, VideoState.deleted.value):
-            return False
+        if video is None or video.state == VideoState.deleted.value:
+            return None
+        if video.state == VideoState.ready.value:
+            if not job.retranscode or not video.master_key:
+                return None
+            return Start(serving=serving_prefix(video.master_key))
         if video.state != VideoState.transcoding.value:
             await repo.transition(video, VideoState.transcoding)
         # Whatever an earlier run exposed is about to be deleted.
         await repo.set_fields(job.video_id, error=None, master_key=None, poster_key=None)
-    return True
+    return Start()
+
+
+async def _remove_dead_runs(res: Resources, video_id: uuid.UUID, start: Start) -> None:
+    """Delete what earlier runs left, but the serving run and replaced runs still in their
+    grace (their purge jobs delete them when it ends)."""
+    store = res.need_store()
+    root = hls_root(video_id)
+    if start.serving is None:
+        await store.delete_prefix(root)
+        return
+    async with res.need_db().session() as session:
+        kept = await scheduled_purges(session, video_id) | {start.serving}
+    for info in await store.list(root):
+        if not info.key.startswith(tuple(kept)):
+            await store.delete(info.key)
 
 
 async def transcode(res: Resources, settings: Settings, job: TranscodeJob) -> Outcome:
@@ -154,13 +198,14 @@ async def transcode(res: Resources, settings: Settings, job: TranscodeJob) -> Ou
     lease = Lease(res.need_redis(), job.video_id, run_id, settings.transcoder_lease_seconds)
     await lease.acquire()
     async with lease.kept():
-        if not await start_job(res, job):
+        start = await start_job(res, job)
+        if start is None:
             log.info("job %s: video %s needs no transcode; skipping", job.job_id, job.video_id)
             return Outcome(skipped=True)
-        await res.need_store().delete_prefix(hls_root(job.video_id))
+        await _remove_dead_runs(res, job.video_id, start)
         prefix = run_prefix(job.video_id, run_id)
         try:
-            return await _run(res, settings, job, prefix)
+            return await _run(res, settings, job, prefix, start)
         except VideoDeleted:
             await _abandon(res, job.video_id, prefix)
             log.info(
@@ -174,7 +219,9 @@ async def transcode(res: Resources, settings: Settings, job: TranscodeJob) -> Ou
             raise
 
 
-async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: str) -> Outcome:
+async def _run(
+    res: Resources, settings: Settings, job: TranscodeJob, prefix: str, start: Start
+) -> Outcome:
     store = res.need_store()
     started = time.monotonic()
     work_root = settings.transcoder_work_dir
@@ -207,9 +254,12 @@ async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: st
                 max_decode_pixels=2 * limits.max_frame_pixels,
             )
             publisher = LivePublisher(
-                store, out, prefix, rungs, info, lambda: _expose(res, job.video_id, prefix)
+                store, out, prefix, rungs, info, lambda: _expose(res, job.video_id, prefix, start)
             )
-            command = ffmpeg.build_command(source, out, info, rungs, opts, poster=poster)
+            sprites = previews.plan_for(info.duration_seconds, rungs)
+            command = ffmpeg.build_command(
+                source, out, info, rungs, opts, poster=poster, sprites=sprites, sprite_dir=work
+            )
             budget = ffmpeg.time_budget_seconds(
                 info.duration_seconds,
                 base_seconds=settings.transcoder_encode_timeout_base_seconds,
@@ -230,17 +280,9 @@ async def _run(res: Resources, settings: Settings, job: TranscodeJob, prefix: st
                 await cancel_and_wait(measuring)
         _check_complete(out, rungs, info)
         await publisher.sync()
-        renditions = await _finish(res, out, prefix, rungs, info, poster, loudness)
-        async with res.need_db().session() as session:
-            repo = VideoRepository(session)
-            try:
-                video = await repo.get(job.video_id, for_update=True)
-            except NotFound as exc:
-                raise VideoDeleted(str(exc)) from exc
-            await repo.replace_renditions(job.video_id, renditions)
-            video.master_key = prefix + MASTER
-            video.poster_key = prefix + "poster.jpg" if poster and poster.exists() else None
-            await repo.transition(video, VideoState.ready)
+        renditions = await _finish(res, out, prefix, rungs, info, poster, loudness, sprites)
+        poster_key = prefix + "poster.jpg" if poster and poster.exists() else None
+        await _switch(res, settings, job, prefix, renditions, poster_key)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
     wall = time.monotonic() - started
@@ -333,11 +375,14 @@ async def _finish(
     info: MediaInfo,
     poster: Path | None,
     loudness: metadata.Loudness,
+    sprites: previews.SpritePlan | None = None,
 ) -> list[dict[str, object]]:
-    """Store the VOD playlists, the poster, the source's descriptions and the measured master;
-    the renditions' rows."""
+    """Store the VOD playlists, the I-frame playlists, the poster and previews, the source's
+    descriptions and the measured master; the renditions' rows."""
     store = res.need_store()
     stats = []
+    iframes: dict[str, trickplay.IFrameStats] = {}
+    keyframes = await trickplay.ladder_iframes(out, [r.name for r in rungs if r.kind == "video"])
     for rung in rungs:
         codecs = variant_codecs(rung, init_segment(out / rung.name), info.has_audio)
         stats.append(measure_variant(out, rung, codecs))
@@ -345,12 +390,23 @@ async def _finish(
         await store.put_bytes(
             f"{prefix}{rung.name}/index.m3u8", final.encode(), content_type("index.m3u8")
         )
+        if rung.name in keyframes:
+            trick = keyframes[rung.name]
+            # The ranges' file first, then the playlist that names it.
+            media = f"{prefix}{rung.name}/{trick.file.name}"
+            await store.put_file(media, trick.file, content_type(trick.file.name))
+            key = prefix + iframes_playlist(rung)
+            await store.put_bytes(key, trick.playlist.encode(), content_type(key))
+            iframes[rung.name] = trick.stats
     if poster is not None and poster.exists():
         await store.put_file(prefix + "poster.jpg", poster, content_type(poster.name))
+    if sprites is not None:
+        # ffmpeg wrote the tiles into the work folder, beside the ladder's folder.
+        await _store_previews(res, out.parent, prefix, sprites)
     for name, body in metadata.documents(info, loudness).items():
         await store.put_bytes(prefix + name, body, content_type(name))
     await store.put_bytes(
-        prefix + MASTER, master_playlist(stats, info).encode(), content_type(MASTER)
+        prefix + MASTER, master_playlist(stats, info, iframes).encode(), content_type(MASTER)
     )
     return [
         {
@@ -368,8 +424,109 @@ async def _finish(
     ]
 
 
-async def _expose(res: Resources, video_id: uuid.UUID, prefix: str) -> None:
-    """Point the row at the live master so the video can be watched while it transcodes."""
+async def _switch(
+    res: Resources,
+    settings: Settings,
+    job: TranscodeJob,
+    prefix: str,
+    renditions: list[dict[str, object]],
+    poster_key: str | None,
+) -> None:
+    """Point the row at the finished run, in one transaction with its renditions.
+
+    A run that replaces a ready one schedules, in the same transaction, the replaced run's
+    deletion once ``TRANSCODER_OLD_RUN_GRACE_SECONDS`` have passed: viewers hold signed
+    playlists of it until then. The purge job is an outbox row, so a worker dying now loses
+    nothing: any relay publishes it.
+    """
+    purge: PurgeJob | None = None
+    async with res.need_db().session() as session:
+        repo = VideoRepository(session)
+        try:
+            video = await repo.get(job.video_id, for_update=True)
+        except NotFound as exc:
+            raise VideoDeleted(str(exc)) from exc
+        replaced = video.master_key if video.state == VideoState.ready.value else None
+        await repo.replace_renditions(job.video_id, renditions)
+        video.master_key = prefix + MASTER
+        # A poster its owner uploaded (outside the runs' folder) outlives a new run.
+        if not video.poster_key or video.poster_key.startswith(hls_root(job.video_id)):
+            video.poster_key = poster_key
+        if replaced is None:
+            await repo.transition(video, VideoState.ready)
+            await enqueue_event(session, video, "video.ready")
+        else:
+            video.error = None
+            video.ready_at = datetime.now(UTC)
+            purge = PurgeJob(
+                job_id=uuid.uuid4(),
+                video_id=job.video_id,
+                prefix=serving_prefix(replaced),
+                not_before=time.time() + settings.transcoder_old_run_grace_seconds,
+            )
+            add_job(session, purge)
+    if purge is not None:
+        log.info(
+            "video %s switched to %s; %s is deleted in %.0f s",
+            job.video_id,
+            prefix,
+            purge.prefix,
+            settings.transcoder_old_run_grace_seconds,
+        )
+        try:
+            await relay_pending(res.need_db(), res.need_broker(), job_ids=[purge.job_id])
+        except Exception as exc:
+            log.warning("purge job %s stays in the outbox for a relay: %s", purge.job_id, exc)
+
+
+async def purge_run(res: Resources, job: PurgeJob) -> bool:
+    """Delete a replaced run's objects and have the edges drop their copies; never the run
+    the video serves. False when the video is gone (its own purge deletes everything)."""
+    assert job.prefix is not None
+    if not job.prefix.startswith(hls_root(job.video_id)):
+        raise ValueError(f"purge job {job.job_id}: {job.prefix} is not a run of its video")
+    async with res.need_db().session() as session:
+        video = await VideoRepository(session).find(job.video_id)
+    if video is None or video.state == VideoState.deleted.value:
+        return False
+    store = res.need_store()
+    serving = serving_prefix(video.master_key) if video.master_key else None
+    if serving is not None and serving.startswith(job.prefix):
+        # A ladder stored before runs had folders holds the serving run in its folder.
+        for info in await store.list(job.prefix):
+            if not info.key.startswith(serving):
+                await store.delete(info.key)
+    elif serving != job.prefix:
+        await store.delete_prefix(job.prefix)
+    # Edges drop every copy of the video (the event's scope); they fetch the serving run again.
+    purged = VideoEvent(
+        type="video.deleted", video_id=job.video_id, state=video.state, data={"prefix": job.prefix}
+    )
+    await res.need_broker().publish_event(purged)
+    return True
+
+
+async def _store_previews(
+    res: Resources, folder: Path, prefix: str, sprites: previews.SpritePlan
+) -> None:
+    """Lay the encode's tiles out in sprite sheets, store them, then the thumbnails track that
+    points at them."""
+    sheets = await previews.make_sheets(folder, sprites)
+    if not sheets:
+        log.warning("no preview sheets were written in %s; the video has no previews", folder)
+        return
+    store = res.need_store()
+    for sheet in sheets:
+        await store.put_file(prefix + sheet.name, sheet, content_type(sheet.name))
+    vtt = previews.thumbnails_vtt(sprites).encode()
+    await store.put_bytes(prefix + previews.THUMBNAILS, vtt, content_type(previews.THUMBNAILS))
+
+
+async def _expose(res: Resources, video_id: uuid.UUID, prefix: str, start: Start) -> None:
+    """Point the row at the live master so the video can be watched while it transcodes; a
+    re-transcoded video keeps serving its ready run instead."""
+    if start.serving is not None:
+        return
     async with res.need_db().session() as session:
         await VideoRepository(session).set_fields(video_id, master_key=prefix + MASTER)
     await progress.publish(res.need_redis(), video_id, stage="transcoding", playable=True)
@@ -411,8 +568,12 @@ async def _event(
         log.warning("could not publish %s for %s", kind, video_id)
 
 
-async def fail_video(res: Resources, video_id: uuid.UUID, reason: str) -> None:
-    """Mark the video failed with ``reason`` and remove any partial outputs."""
+async def fail_video(
+    res: Resources, video_id: uuid.UUID, reason: str, *, retranscode: bool = False
+) -> None:
+    """Mark the video failed with ``reason`` and remove any partial outputs; a failed
+    re-transcode leaves the ready run serving, with ``reason`` as the video's error."""
+    serving: str | None = None
     async with res.need_db().session() as session:
         repo = VideoRepository(session)
         try:
@@ -420,12 +581,23 @@ async def fail_video(res: Resources, video_id: uuid.UUID, reason: str) -> None:
         except NotFound:
             return
         if video.state == VideoState.ready.value:
-            return
-        video.state = VideoState.failed.value
-        video.error = reason
-        video.master_key = None
-        video.poster_key = None
-        await repo.replace_renditions(video_id, [])
+            if not retranscode or not video.master_key:
+                return
+            video.error = f"re-transcode failed: {reason}"
+            serving = serving_prefix(video.master_key)
+        else:
+            newly_failed = video.state != VideoState.failed.value
+            video.state = VideoState.failed.value
+            video.error = reason
+            video.master_key = None
+            video.poster_key = None
+            await repo.replace_renditions(video_id, [])
+            if newly_failed:  # a job delivered again fails an already failed video once more
+                await enqueue_event(session, video, "video.failed")
+    if serving is not None:
+        # What runs whose workers died left (this run removed its own objects already).
+        await _remove_dead_runs(res, video_id, Start(serving=serving))
+        return
     await res.need_store().delete_prefix(hls_root(video_id))
     await progress.publish(res.need_redis(), video_id, stage="failed", error=reason)
     await _event(res, "video.failed", video_id, VideoState.failed, reason=reason)

@@ -49,3 +49,10 @@ class Settings(BaseServiceSettings):
     transcoder_lease_seconds: float = 10
     transcoder_publish_interval_seconds: float = 0.5
     transcoder_max_rungs: int = Field(default=0, ge=0, description="Top rungs kept; 0 keeps all")
+    transcoder_old_run_grace_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="How long a re-transcoded video's replaced run stays stored after the "
+        "switch, for viewers still playing the playlists they were handed",
+    )

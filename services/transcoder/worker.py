@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 # What a lost channel or connection raises; the worker reopens its channel and goes on.
 CHANNEL_LOST = (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
-# A handler returns how the job ended: "succeeded", or "skipped" when there was nothing to do.
+# A handler returns how the job ended: "succeeded", "skipped" when there was nothing to do, or
+# "deferred" when the job is not due yet and waits in a retry queue.
 Handler = Callable[[Resources, Settings, "TranscodeJob | PurgeJob"], Coroutine[Any, Any, str]]
 
 
@@ -75,8 +76,29 @@ async def _handle_transcode(
 
 
 async def _handle_purge(res: Resources, settings: Settings, job: TranscodeJob | PurgeJob) -> str:
-    await res.need_store().delete_prefix(f"videos/{job.video_id}/")
-    return "succeeded"
+    assert isinstance(job, PurgeJob)
+    if job.prefix is None:
+        await res.need_store().delete_prefix(f"videos/{job.video_id}/")
+        return "succeeded"
+    wait = job.not_before - time.time()
+    if wait > 0:
+        await _defer(res, job, wait)
+        return "deferred"
+    return "succeeded" if await service.purge_run(res, job) else "skipped"
+
+
+async def _defer(res: Resources, job: PurgeJob, wait_seconds: float) -> None:
+    """Send a job that is not due yet through a retry queue; it comes back until it is due.
+
+    Published (confirmed) before the delivery in hand is acked: a worker dying in between
+    leaves two copies, and the purge is idempotent.
+    """
+    broker = res.need_broker()
+    level = broker.topology.delay_level(wait_seconds)
+    delay = broker.topology.retry_delays_seconds[level - 1]
+    later = job.model_copy(update={"published_at": time.time() + delay})
+    await broker.publish_job(later, retry_level=level)
+    log.info("job %s is due in %.0f s; waiting in retry level %d", job.job_id, wait_seconds, level)
 
 
 HANDLERS: dict[str, Handler] = {"transcode": _handle_transcode, "purge": _handle_purge}
@@ -199,7 +221,9 @@ class Worker:
                 log.warning("job %s: could not size its timeout: %s", job.job_id, exc)
         return self.settings.transcoder_job_timeout_seconds
 
-    async def _record(self, job: TranscodeJob | PurgeJob, event: str) -> None:
+    async def _record(
+        self, job: TranscodeJob | PurgeJob, event: str, *, error: str | None = None
+    ) -> None:
         """Keep the job's outbox row in step with its run; bookkeeping never fails a job."""
         try:
             async with self.res.need_db().session() as session:
@@ -207,7 +231,7 @@ class Worker:
                 if event == "started":
                     await jobs.started(job.job_id, worker_mode=self.mode, attempt=job.attempt)
                 else:
-                    await jobs.finished(job.job_id, event)
+                    await jobs.finished(job.job_id, event, error=error)
         except Exception as exc:
             log.warning("job %s: could not record %s: %s", job.job_id, event, exc)
 
@@ -246,11 +270,13 @@ class Worker:
                 reason,
                 delay,
             )
-            await self._record(job, "retried")
+            await self._record(job, "retried", error=reason)
             JOBS.labels(self.mode, "retried").inc()
         else:
             if isinstance(job, TranscodeJob):
-                await service.fail_video(self.res, job.video_id, reason)
+                await service.fail_video(
+                    self.res, job.video_id, reason, retranscode=job.retranscode
+                )
             await broker.publish_dead(job, reason)
             log.error(
                 "job %s failed %s: %s",
@@ -258,7 +284,7 @@ class Worker:
                 "for good" if failure.permanent else f"after {job.attempt} attempts",
                 reason,
             )
-            await self._record(job, "failed")
+            await self._record(job, "failed", error=reason)
             JOBS.labels(self.mode, "failed").inc()
 
     async def run(self) -> None:

@@ -17,6 +17,7 @@ Tree::
     ├── UriTooLong (414)
     ├── UnsupportedMediaType (415)
     ├── RangeNotSatisfiable (416)
+    ├── UnprocessableContent (422: well-formed, of an accepted type, but unusable)
     ├── Locked (423)
     ├── TooManyRequests (429, with Retry-After: a rate limit or quota is spent)
     ├── HeadersTooLarge (431)
@@ -116,6 +117,11 @@ class UnsupportedMediaType(AppError):
 class RangeNotSatisfiable(AppError):
     status = 416
     code = "range_not_satisfiable"
+
+
+class UnprocessableContent(AppError):
+    status = 422
+    code = "unprocessable_content"
 
 
 class Locked(AppError):

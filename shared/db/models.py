@@ -181,6 +181,8 @@ class TranscodeJobRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     worker_mode: Mapped[str | None] = mapped_column(String(8), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Why its last attempt failed (the video's public reason), until it succeeds.
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class UploadState(enum.StrEnum):
@@ -241,6 +243,92 @@ class RedirectorConfig(Base):
     status_code: Mapped[int] = mapped_column(Integer, default=302)
     sticky: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Webhook(Base):
+    """A URL an account wants told about its videos' events, with the secret that signs them.
+
+    The secret is kept as is: it must be at hand to sign each delivery (shared.videos.webhooks).
+    """
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    secret: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one event for one webhook, written with the state change it tells
+    of, sent and retried by the dispatcher until it succeeds or runs out of attempts."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("webhooks.id", ondelete="CASCADE")
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    # No foreign key: the event outlives a deleted video's row.
+    video_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: what the receiver answered, or why there was no answer."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Caption(Base):
+    """A video's captions in one language, stored as WebVTT under ``version``'s folder
+    (``videos/<id>/captions/<language>/<version>/``): a new upload is a new version, so edges
+    never serve an old segment under a new name."""
+
+    __tablename__ = "captions"
+    __table_args__ = (UniqueConstraint("video_id", "language"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    video_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("videos.id", ondelete="CASCADE")
+    )
+    language: Mapped[str] = mapped_column(String(35))  # a BCP 47 tag
+    label: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version: Mapped[str] = mapped_column(String(32))
+    source_format: Mapped[str] = mapped_column(String(4))  # vtt or srt, as uploaded
+    cue_count: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -177,10 +177,13 @@ class JobRepository:
             )
         )
 
-    async def finished(self, job_id: uuid.UUID, outcome: str) -> None:
-        """The attempt ended: succeeded, skipped, retried, failed or handed_back."""
+    async def finished(self, job_id: uuid.UUID, outcome: str, *, error: str | None = None) -> None:
+        """The attempt ended: succeeded, skipped, deferred, retried (with ``error``), failed
+        (with ``error``) or handed_back."""
         await self.session.execute(
-            self._unless_succeeded(job_id).values(finished_at=func.now(), outcome=outcome)
+            self._unless_succeeded(job_id).values(
+                finished_at=func.now(), outcome=outcome, error=error
+            )
         )
 
     async def succeeded(self, job_id: uuid.UUID) -> bool:

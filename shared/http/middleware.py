@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -90,33 +93,55 @@ class MetricsMiddleware:
             HTTP_RESPONSE_BYTES.labels(route).inc(sent)
 
 
+@dataclass(frozen=True)
+class RouteBodyLimit:
+    """Another bound for the bodies of requests with ``method`` and a path matching ``path``
+    (a regular expression of the whole path): a route that takes a small file."""
+
+    method: str
+    path: str
+    max_bytes: int
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and re.fullmatch(self.path, path) is not None
+
+
 class BodyLimit:
     """Refuses a request body over ``max_bytes`` with 413, for a service that takes no uploads.
 
-    A declared ``Content-Length`` over the bound is refused before the route runs. A body sent
-    without one (chunked, or HTTP/2 without a length) on a method that carries one is read here
-    first, at most ``max_bytes``, and refused as soon as it passes the bound; the route then
-    reads it as it was sent. No route ever holds more than ``max_bytes`` of a body.
+    The first of ``routes`` a request matches sets its bound instead. A declared
+    ``Content-Length`` over the bound is refused before the route runs. A body sent without one
+    (chunked, or HTTP/2 without a length) on a method that carries one is read here first, at
+    most the bound, and refused as soon as it passes it; the route then reads it as it was sent.
+    No route ever holds more than its bound of a body.
     """
 
     BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, routes: Sequence[RouteBodyLimit] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = tuple(routes)
 
-    async def _refuse(self, send: Send) -> None:
-        error = PayloadTooLarge(f"the request body exceeds {self.max_bytes} bytes")
+    def _bound(self, scope: Scope) -> int:
+        for route in self.routes:
+            if route.matches(scope["method"], scope["path"]):
+                return route.max_bytes
+        return self.max_bytes
+
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
+        error = PayloadTooLarge(f"the request body exceeds {max_bytes} bytes", max_bytes=max_bytes)
         await send_error(send, error, close=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._bound(scope) if self.routes else self.max_bytes
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await self._refuse(send)
+                if not value.isdigit() or int(value) > max_bytes:
+                    await self._refuse(send, max_bytes)
                     return
                 await self.app(scope, receive, send)
                 return
@@ -132,8 +157,8 @@ class BodyLimit:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
+            if len(body) > max_bytes:
+                await self._refuse(send, max_bytes)
                 return
         replayed = False
 

@@ -5,7 +5,6 @@ ffprobe's own words stay in the server log: they name server paths and internals
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -119,46 +118,39 @@ async def probe(
 
     ``label`` names the file in the log line that keeps ffprobe's error output.
     """
-    proc = await tools.start(
-        [
-            ffprobe,
-            "-v",
-            "error",
-            # One decoding thread: probing decodes a frame or two, and a huge frame per thread
-            # would multiply the memory a hostile file costs.
-            "-threads",
-            "1",
-            *input_args(),
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-            "-i",
-            path,
-        ]
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    stderr = asyncio.create_task(tools.read_tail(proc.stderr))
     try:
-        async with asyncio.timeout(timeout_seconds):
-            out = await proc.stdout.read()
-            await proc.wait()
+        done = await tools.run_to_end(
+            [
+                ffprobe,
+                "-v",
+                "error",
+                # One decoding thread: probing decodes a frame or two, and a huge frame per thread
+                # would multiply the memory a hostile file costs.
+                "-threads",
+                "1",
+                *input_args(),
+                "-print_format",
+                "json",
+                "-show_format",
+                "-show_streams",
+                "-i",
+                path,
+            ],
+            timeout_seconds,
+        )
     except TimeoutError:
         log.info("ffprobe ran past %s s on %s; killed", timeout_seconds, label or path)
         raise NotMedia("probing the file took too long") from None
-    finally:
-        await tools.kill(proc)
-        err = (await stderr).decode(errors="replace").strip()
-    if proc.returncode != 0:
+    if done.returncode != 0:
         log.info(
             "ffprobe refused %s (%s): %s",
             label or path,
-            tools.exit_words(proc.returncode or 0),
-            err.replace("\n", " | ") or "no output",
+            tools.exit_words(done.returncode),
+            done.stderr.replace("\n", " | ") or "no output",
         )
         raise NotMedia(NOT_MEDIA)
     try:
-        data = json.loads(out or b"{}")
+        data = json.loads(done.stdout or b"{}")
     except ValueError:
         log.warning("ffprobe printed no JSON for %s", label or path)
         raise NotMedia(NOT_MEDIA) from None

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import signal
+from dataclasses import dataclass
 
 STDERR_TAIL_BYTES = 64 * 1024
 
@@ -55,6 +56,30 @@ async def read_tail(stream: asyncio.StreamReader, limit: int = STDERR_TAIL_BYTES
         if len(kept) > limit:
             del kept[:-limit]
     return bytes(kept)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a tool run to its end went: exit code, its whole stdout, the tail of its stderr."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+async def run_to_end(args: list[str], timeout_seconds: float) -> Finished:
+    """Run a tool until it exits; TimeoutError (the tool killed) after ``timeout_seconds``."""
+    proc = await start(args)
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = asyncio.create_task(read_tail(proc.stderr))
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            out = await proc.stdout.read()
+            await proc.wait()
+    finally:
+        await kill(proc)
+        err = (await stderr).decode(errors="replace").strip()
+    return Finished(proc.returncode or 0, out, err)
 
 
 def exit_words(returncode: int) -> str:

@@ -16,16 +16,22 @@ class TranscodeJob(BaseModel):
     job_id: uuid.UUID
     video_id: uuid.UUID
     source_key: str
+    # A new run of a ready video: the ready run keeps serving until this one is complete.
+    retranscode: bool = False
     attempt: int = 1
     published_at: float = Field(default_factory=time.time)
 
 
 class PurgeJob(BaseModel):
-    """Delete every object of a deleted video."""
+    """Delete every object of a deleted video, or (``prefix``) the objects of a replaced run."""
 
     type: Literal["purge"] = "purge"
     job_id: uuid.UUID
     video_id: uuid.UUID
+    prefix: str | None = None
+    # Epoch seconds before which the job waits in the retry queues: the replaced run's grace,
+    # while viewers still play the playlists they were handed.
+    not_before: float = 0.0
     attempt: int = 1
     published_at: float = Field(default_factory=time.time)
 

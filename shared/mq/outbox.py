@@ -18,10 +18,11 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.core.tasks import cancel_and_wait
@@ -54,22 +55,87 @@ def add_job(session: AsyncSession, job: TranscodeJob | PurgeJob) -> JobRow:
     return row
 
 
-def new_transcode_job(video_id: uuid.UUID, source_key: str) -> TranscodeJob:
-    """A fresh transcode job for a stored source."""
-    return TranscodeJob(job_id=uuid.uuid4(), video_id=video_id, source_key=source_key)
+def new_transcode_job(
+    video_id: uuid.UUID, source_key: str, *, retranscode: bool = False
+) -> TranscodeJob:
+    """A fresh transcode job for a stored source (``retranscode``: a new run of a ready video)."""
+    return TranscodeJob(
+        job_id=uuid.uuid4(), video_id=video_id, source_key=source_key, retranscode=retranscode
+    )
+
+
+# Outcomes after which a job runs no more (until an operator replays it).
+SETTLED_OUTCOMES = ("succeeded", "skipped", "failed")
+
+
+async def pending_transcode(session: AsyncSession, video_id: uuid.UUID) -> JobRow | None:
+    """The video's transcode job that is queued, running or waiting for a retry, if any."""
+    return await session.scalar(
+        select(JobRow)
+        .where(
+            JobRow.video_id == video_id,
+            JobRow.type == "transcode",
+            or_(JobRow.outcome.is_(None), JobRow.outcome.not_in(SETTLED_OUTCOMES)),
+        )
+        .order_by(JobRow.created_at.desc())
+        .limit(1)
+    )
+
+
+async def latest_job(session: AsyncSession, video_id: uuid.UUID) -> JobRow | None:
+    """The video's most recent transcode job, whatever its outcome."""
+    return await session.scalar(
+        select(JobRow)
+        .where(JobRow.video_id == video_id, JobRow.type == "transcode")
+        .order_by(JobRow.created_at.desc())
+        .limit(1)
+    )
+
+
+async def reopen_job(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
+    """Make a dead-lettered job's row read as queued again, its attempts reset (a replay)."""
+    row = await session.get(JobRow, job_id, with_for_update=True)
+    if row is not None:
+        row.outcome = None
+        row.started_at = None
+        row.finished_at = None
+        row.attempts = 0
+        row.error = None
+    return row
+
+
+async def scheduled_purges(session: AsyncSession, video_id: uuid.UUID) -> set[str]:
+    """The prefixes of the video's replaced runs whose deletion is still to come."""
+    payloads = await session.scalars(
+        select(JobRow.payload).where(
+            JobRow.video_id == video_id,
+            JobRow.type == "purge",
+            JobRow.outcome.is_distinct_from("succeeded"),
+        )
+    )
+    return {str(p["prefix"]) for p in payloads if p.get("prefix")}
 
 
 async def relay_pending(
-    db: Database, broker: Broker, *, limit: int = 100, min_age_seconds: float = 0
+    db: Database,
+    broker: Broker,
+    *,
+    limit: int = 100,
+    min_age_seconds: float = 0,
+    job_ids: Collection[uuid.UUID] | None = None,
 ) -> int:
-    """Publish unsent jobs (older than ``min_age_seconds``); returns how many were sent."""
+    """Publish unsent jobs (older than ``min_age_seconds``; only ``job_ids`` when given);
+    returns how many were sent."""
     cutoff = datetime.now(UTC) - timedelta(seconds=min_age_seconds)
+    conditions = [JobRow.sent_at.is_(None), JobRow.created_at <= cutoff]
+    if job_ids is not None:
+        conditions.append(JobRow.id.in_(list(job_ids)))
     sent = 0
     async with db.session() as session:
         rows = (
             await session.scalars(
                 select(JobRow)
-                .where(JobRow.sent_at.is_(None), JobRow.created_at <= cutoff)
+                .where(*conditions)
                 .order_by(JobRow.created_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)

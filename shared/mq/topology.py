@@ -74,6 +74,22 @@ class Topology:
         """First try plus one per retry level."""
         return len(self.retry_delays_seconds) + 1
 
+    def delay_level(self, seconds: float) -> int:
+        """The retry level that holds a job for at most ``seconds`` (its longest such delay;
+        the shortest level when every delay is longer): a job waiting for a time hops through
+        the retry queues until it is due."""
+        fitting = [
+            level
+            for level, delay in enumerate(self.retry_delays_seconds, start=1)
+            if delay <= seconds
+        ]
+        if fitting:
+            return max(fitting, key=lambda level: self.retry_delays_seconds[level - 1])
+        return min(
+            range(1, len(self.retry_delays_seconds) + 1),
+            key=lambda level: self.retry_delays_seconds[level - 1],
+        )
+
 
 @dataclass
 class Declared:

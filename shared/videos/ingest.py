@@ -32,6 +32,7 @@ from shared.runtime.resources import Resources
 from shared.storage.base import ObjectStore
 from shared.storage.local import media_location
 from shared.videos import progress
+from shared.videos.webhooks import enqueue_event
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ async def finalize_source(
             )
             await session.flush()
             add_job(session, new_transcode_job(video_id, key))
+            await enqueue_event(session, video, "video.uploaded")
             if in_transaction is not None:
                 await in_transaction(session)
     except BaseException:

@@ -1,5 +1,6 @@
 """The pages with accounts, in headless Chromium: sign in on the upload page, upload, find the
-video in "my videos", play it signed in, make it private; an anonymous browser cannot play it
+video in "my videos", edit it there (title, description, tags, captions, a refused poster, a
+new transcode), play it signed in, make it private; an anonymous browser cannot play it
 any more while its owner still can. A wrong password and a refused token show on the page.
 
 The upload page (chunked_upload) and the player and "my videos" (origin) are on two origins,
@@ -24,6 +25,8 @@ from tests.support.ports import free_port
 from tests.support.processes import Processes
 
 TITLE = "Signed-in upload"
+RENAMED = "Renamed on my videos"
+CAPTIONS = "WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nHello\n"
 HIDDEN = "this video is private or does not exist"
 
 
@@ -81,7 +84,8 @@ def test_signed_in_owner_uploads_lists_plays_and_hides_a_video(
     tmp_path: Path,
 ) -> None:
     owner = create_account(test_env)
-    procs.worker("push")
+    # The replaced run of the re-transcode below is deleted within the test, not after it.
+    procs.worker("push", env={"TRANSCODER_OLD_RUN_GRACE_SECONDS": "1"})
     clip = make_clip(media_dir / "account-pages.mp4", seconds=6, size="320x180")
     errors: list[str] = []
     page = new_page(browser, errors)
@@ -102,6 +106,57 @@ def test_signed_in_owner_uploads_lists_plays_and_hides_a_video(
     assert page.input_value(f"{row} .privacy") == "public"
     assert page.get_attribute("#to-upload", "href") == f"{pages.upload}/upload"
     page.screenshot(path=str(tmp_path / "my-videos.png"))
+
+    # Edit it inline: title, description and tags saved together.
+    manage = f'#my-videos tr.manage[data-for="{video_id}"]'
+    page.click(f"{row} button.edit")
+    assert page.input_value(f"{manage} .edit-title") == TITLE
+    page.fill(f"{manage} .edit-title", RENAMED)
+    page.fill(f"{manage} .edit-description", "shot on a test pattern")
+    page.fill(f"{manage} .edit-tags", "tests, pages")
+    page.click(f"{manage} button.save")
+    page.wait_for_function(
+        f"document.querySelector('{row} .title').textContent === {RENAMED!r}", timeout=15_000
+    )
+    details = httpx.get(f"{pages.origin}/api/videos/{video_id}", headers=owner.headers).json()
+    assert (details["title"], details["description"], details["tags"]) == (
+        RENAMED,
+        "shot on a test pattern",
+        ["tests", "pages"],
+    )
+
+    # Captions: uploaded, listed, deleted; a poster that is no image shows the server's refusal.
+    page.fill(f"{manage} .caption-language", "en")
+    page.set_input_files(
+        f"{manage} .caption-file",
+        {"name": "en.vtt", "mimeType": "text/vtt", "buffer": CAPTIONS.encode()},
+    )
+    page.click(f"{manage} button.caption-upload")
+    page.wait_for_selector(f'{manage} .captions li[data-language="en"]', timeout=15_000)
+    page.click(f'{manage} .captions li[data-language="en"] button.caption-delete')
+    page.wait_for_selector(f"{manage} .captions li.none", timeout=15_000)
+    page.set_input_files(
+        f"{manage} .poster-file",
+        {"name": "poster.png", "mimeType": "image/png", "buffer": b"not an image at all"},
+    )
+    page.wait_for_selector(f"{manage} .manage-status.error", timeout=15_000)
+    assert (page.text_content(f"{manage} .manage-status") or "").startswith(
+        "could not replace the poster: "
+    )
+
+    # Transcode it again: it plays its ladder meanwhile, then the new one.
+    master_before = httpx.get(f"{pages.origin}/api/stream/{video_id}").json()["master_url"]
+    page.click(f"{manage} button.retranscode")
+    for said in ("re-transcoding", "last transcode finished"):
+        page.wait_for_function(
+            f"document.querySelector('{manage} .transcode-status').textContent"
+            f".startsWith({said!r})",
+            timeout=120_000,
+        )
+    master_after = httpx.get(f"{pages.origin}/api/stream/{video_id}").json()["master_url"]
+    assert master_after.split("?")[0] != master_before.split("?")[0]
+    page.screenshot(path=str(tmp_path / "my-videos-edit.png"))
+    page.click(f"{row} button.edit")
 
     # Play it from there: the player on the same origin is signed in already.
     page.click(f"{row} a.play")
@@ -131,7 +186,7 @@ def test_signed_in_owner_uploads_lists_plays_and_hides_a_video(
     stranger.wait_for_function(
         "/^\\d+ videos?$/.test(document.getElementById('catalog-status').textContent)"
     )
-    assert TITLE not in (stranger.text_content("#catalog") or "")
+    assert RENAMED not in (stranger.text_content("#catalog") or "")
     assert httpx.get(f"{pages.origin}/api/stream/{video_id}").status_code == 404
 
     # Its owner still plays it.

@@ -18,7 +18,7 @@ import pytest
 
 from shared.db.models import Privacy
 from shared.runtime.resources import Resources
-from tests.support.accounts import Account, create_account
+from tests.support.accounts import Account
 from tests.support.infra import private_queues
 from tests.support.media import make_clip, make_ladder
 from tests.support.origin import SeededVideo, seed_video
@@ -49,12 +49,6 @@ def suite(test_env: dict[str, str], test_root: Path) -> Iterator[Suite]:
             yield Suite(*(proc.url or "" for proc in started))
         finally:
             manager.stop_all()
-
-
-@pytest.fixture(scope="module")
-def stranger(test_env: dict[str, str]) -> Account:
-    """Another uploader: account B."""
-    return create_account(test_env)
 
 
 @pytest.fixture(scope="module")

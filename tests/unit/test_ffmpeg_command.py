@@ -13,6 +13,7 @@ from services.transcoder.ffmpeg import (
     time_budget_seconds,
 )
 from services.transcoder.ladder import Rung, plan_ladder
+from services.transcoder.previews import plan_for, sheets_command
 from shared.media.ffprobe import MediaInfo
 from shared.media.inputs import ACCEPTED_FORMATS
 
@@ -206,3 +207,39 @@ def test_hls_muxer_writes_fmp4_event_playlists_per_variant() -> None:
     assert value(hls, "-hls_segment_filename") == str(OUT / "%v" / "seg_%05d.m4s")
     assert value(hls, "-master_pl_name") == "master.m3u8"
     assert hls[-1] == str(OUT / "%v" / "index.m3u8")
+
+
+def test_previews_leave_the_encode_as_single_tiles_laid_out_in_sheets_afterwards() -> None:
+    info = media()
+    rungs = plan_ladder(info)[:2]
+    sprites = plan_for(info.duration_seconds, rungs)
+    assert sprites is not None
+    cmd = build_command(
+        "in.mp4", OUT, info, rungs, EncodeOptions(), poster=POSTER, sprites=sprites, sprite_dir=OUT
+    )
+    chains = value(cmd, "-filter_complex").split(";")
+    assert chains[0] == "[0:v:0]split=4[s0][s1][s2][s3]"
+    # No tile filter in the encode: ffmpeg reports no progress before every output's first
+    # frame, and a sheet would come out only once whole.
+    assert chains[-1] == (
+        "[s3]fps=1/1:start_time=0:round=up,scale=160:90:flags=bicubic,setsar=1[tiles]"
+    )
+    assert "tile=" not in value(cmd, "-filter_complex")
+    tiles = cmd[cmd.index("[tiles]") - 1 :]
+    assert value(tiles, "-frames:v") == "30" and value(tiles, "-start_number") == "0"
+    assert tiles[-2:] == ["image2", str(OUT / "thumb-%05d.jpg")]
+
+    sheets = sheets_command(OUT, sprites)
+    assert sheets[sheets.index("-i") + 1] == str(OUT / "thumb-%05d.jpg")
+    assert value(sheets, "-vf") == "tile=10x3" and value(sheets, "-frames:v") == "1"
+    assert sheets[-1] == str(OUT / "sprites-%d.jpg")
+
+
+def test_an_audio_only_ladder_has_no_preview_branch() -> None:
+    info = media(video=False)
+    rungs = plan_ladder(info)
+    sprites = plan_for(30, plan_ladder(media()))
+    cmd = build_command(
+        "in.mp4", OUT, info, rungs, EncodeOptions(), sprites=sprites, sprite_dir=OUT
+    )
+    assert "[tiles]" not in cmd and not any("thumb-" in arg for arg in cmd)

@@ -137,6 +137,7 @@
     const hls = new Hls({ startPosition: startAt || -1, capLevelToPlayerSize: false });
     state.hls = hls;
     window.vspPlayer.hls = hls;
+    subtitleMenu.attach(hls);
     hls.on(Hls.Events.MANIFEST_PARSED, () => {
       fillQualities(hls);
       video.play().catch((error) => say("press play to start (" + error.name + ")"));
@@ -175,6 +176,7 @@
     try {
       const stream = await streamFor(id, refresh);
       state.stream = stream;
+      seekPreview.load(id, mediaUrl(stream.thumbnails_url));
       const source = mediaUrl(stream.master_url);
       if (!source) {
         say("cannot play: the media is on a server this page may not load from", true);
@@ -262,6 +264,139 @@
       catalogStatus.textContent = "catalog unavailable: " + error.message;
     }
   }
+
+  // Seek bar with scrubbing previews: the thumbnails track (WebVTT, one cue per sprite tile,
+  // `sprites-0.jpg#xywh=x,y,w,h`) is fetched once per video; hovering the bar shows the tile of
+  // the time under the pointer in a box above it. The native controls' hover cannot be hooked,
+  // hence a bar of our own under the video.
+  function makeSeekPreview() {
+    const bar = document.getElementById("seek-bar");
+    const box = document.getElementById("seek-preview");
+    const label = document.getElementById("seek-time");
+    const preview = { videoId: null, url: null, cues: [], shown: null, loading: null };
+    let dragging = false;
+
+    function seconds(stamp) {
+      return stamp.split(":").reduce((total, part) => total * 60 + Number(part), 0);
+    }
+
+    function parse(text, base) {
+      const lines = text.split(/\r?\n/);
+      const cues = [];
+      for (let i = 0; i < lines.length - 1; i += 1) {
+        if (!lines[i].includes("-->")) continue;
+        const [from, to] = lines[i].split("-->").map((part) => seconds(part.trim().split(/\s+/)[0]));
+        const [uri, fragment] = lines[i + 1].trim().split("#xywh=");
+        const box = (fragment || "").split(",").map(Number);
+        if (!uri || box.length !== 4 || box.some((n) => !Number.isFinite(n))) continue;
+        const image = new URL(uri, base).href;
+        if (!allowed(image)) continue;
+        cues.push({ from, to, image, x: box[0], y: box[1], w: box[2], h: box[3] });
+      }
+      return cues;
+    }
+
+    function load(id, url) {
+      if (preview.videoId === id && preview.url === url) return;
+      Object.assign(preview, { videoId: id, url, cues: [], shown: null });
+      box.hidden = true;
+      if (!url) return;
+      preview.loading = fetch(url)
+        .then((response) => (response.ok ? response.text() : ""))
+        .then((text) => {
+          if (preview.url === url) preview.cues = parse(text, new URL(url, location.href).href);
+        })
+        .catch(() => {});
+    }
+
+    function length() {
+      if (Number.isFinite(video.duration) && video.duration > 0) return video.duration;
+      return preview.cues.length ? preview.cues[preview.cues.length - 1].to : 0;
+    }
+
+    function cueAt(time) {
+      return preview.cues.find((cue) => time >= cue.from && time < cue.to) ||
+        (preview.cues.length && time >= preview.cues[preview.cues.length - 1].to
+          ? preview.cues[preview.cues.length - 1] : null);
+    }
+
+    function show(event) {
+      const rect = bar.getBoundingClientRect();
+      const fraction = Math.min(1, Math.max(0, (event.clientX - rect.left) / rect.width));
+      const time = fraction * length();
+      const cue = cueAt(time);
+      label.textContent = length() ? duration(time) || "0:00" : "";
+      if (!cue) {
+        box.hidden = true;
+        preview.shown = null;
+        return;
+      }
+      box.style.width = cue.w + "px";
+      box.style.height = cue.h + "px";
+      box.style.backgroundImage = 'url("' + cue.image + '")';
+      box.style.backgroundPosition = -cue.x + "px " + -cue.y + "px";
+      const left = Math.min(rect.width - cue.w, Math.max(0, event.clientX - rect.left - cue.w / 2));
+      box.style.left = left + "px";
+      box.hidden = false;
+      preview.shown = { time, cue };
+    }
+
+    bar.addEventListener("pointermove", show);
+    bar.addEventListener("pointerenter", show);
+    bar.addEventListener("pointerleave", () => {
+      box.hidden = true;
+      preview.shown = null;
+    });
+    bar.addEventListener("pointerdown", () => { dragging = true; });
+    bar.addEventListener("pointerup", () => { dragging = false; });
+    bar.addEventListener("input", () => {
+      if (length()) video.currentTime = (Number(bar.value) / Number(bar.max)) * length();
+    });
+    video.addEventListener("timeupdate", () => {
+      if (!dragging && length()) bar.value = String(Math.round((video.currentTime / length()) * Number(bar.max)));
+    });
+    return { state: preview, load };
+  }
+
+  const seekPreview = makeSeekPreview();
+  window.vspPlayer.seekPreview = seekPreview.state;
+
+  // Subtitles: hls.js lists the master's subtitle renditions (EXT-X-MEDIA TYPE=SUBTITLES) as
+  // `subtitleTracks`; choosing one sets `hls.subtitleTrack` and turns `subtitleDisplay` on, and
+  // the video element shows the cues of the text track hls.js fills. "Off" hides them.
+  function makeSubtitleMenu() {
+    const menu = document.getElementById("subtitles");
+    let current = null;
+
+    function fill(hls) {
+      if (hls !== current) return;
+      menu.replaceChildren(new Option("Off", "-1"));
+      hls.subtitleTracks.forEach((track, index) => {
+        const name = track.name || track.lang || "track " + (index + 1);
+        menu.add(new Option(name, String(index)));
+      });
+      menu.value = String(hls.subtitleDisplay ? hls.subtitleTrack : -1);
+      menu.disabled = hls.subtitleTracks.length === 0;
+    }
+
+    function attach(hls) {
+      current = hls;
+      hls.subtitleDisplay = false;
+      fill(hls);
+      hls.on(Hls.Events.MANIFEST_PARSED, () => fill(hls));
+      hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, () => fill(hls));
+    }
+
+    menu.addEventListener("change", () => {
+      if (!current) return;
+      const index = Number(menu.value);
+      current.subtitleTrack = index;
+      current.subtitleDisplay = index >= 0;
+    });
+    return { attach };
+  }
+
+  const subtitleMenu = makeSubtitleMenu();
 
   quality.addEventListener("change", () => {
     if (state.hls) state.hls.currentLevel = Number(quality.value);
