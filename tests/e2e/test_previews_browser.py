@@ -92,7 +92,9 @@ def test_thumbnails_and_sprites_are_signed(origin: str, video_id: uuid.UUID, mod
     bare = url.split("?", 1)[0] if mode == "query" else url.replace("/t/", "/t/x", 1)
     assert httpx.get(bare).status_code in (401, 403)
     details = httpx.get(f"{origin}/api/videos/{video_id}").json()
-    assert httpx.get(details["thumbnails_url"]).text == httpx.get(url).text or mode == "token"
+    # The same track; each answer signs with its own second's expiry, so compare unsigned.
+    unsigned = re.compile(r"\?[^#\n]*")
+    assert unsigned.sub("", httpx.get(details["thumbnails_url"]).text) == unsigned.sub("", vtt.text)
 
 
 def folder(attrs: dict[str, str]) -> str:
