@@ -21,16 +21,16 @@ from services.origin import catalog
 from services.origin.routes import Manager, Res, settings_of
 from services.origin.service import segment_durations, video_prefix
 from services.origin.settings import Settings
-from shared.core.errors import Conflict, Forbidden, NotFound
+from shared.core.errors import Conflict, NotFound
 from shared.db.caption_repository import CaptionRepository
-from shared.db.models import Video, VideoState
+from shared.db.models import VideoState
 from shared.db.repositories import VideoRepository
-from shared.http.auth import OptionalPrincipal, Principal, may_manage
+from shared.http.auth import OptionalPrincipal, Principal
 from shared.http.middleware import RouteBodyLimit
 from shared.http.openapi import error_responses
 from shared.media import captions, hls
 from shared.runtime.resources import Resources
-from shared.videos.access import visible_video
+from shared.videos.access import managed, visible_video
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,6 @@ async def _check_room(
         raise Conflict(f"video {video_id} has captions in {most} languages already")
 
 
-def _managed(video: Video, actor: Principal) -> Video:
-    if not may_manage(actor, video.owner_id):
-        raise Forbidden(f"video {video.id} belongs to another account")
-    return video
-
-
 async def put_caption(
     res: Resources,
     settings: Settings,
@@ -74,7 +68,7 @@ async def put_caption(
     label = captions.check_label(label) if label is not None else None
     most = settings.origin_captions_max_per_video
     async with res.need_db().session() as session:
-        video = _managed(await visible_video(session, video_id, actor), actor)
+        video = managed(await visible_video(session, video_id, actor), actor)
         await _check_room(CaptionRepository(session), video_id, language, most)
     if video.state != VideoState.ready.value or not video.master_key:
         raise Conflict(
@@ -139,7 +133,7 @@ async def delete_caption(
     """Remove the video's caption in ``language`` (its owner or an admin)."""
     language = captions.language_tag(language)
     async with res.need_db().session() as session:
-        video = _managed(await visible_video(session, video_id, actor), actor)
+        video = managed(await visible_video(session, video_id, actor), actor)
         await VideoRepository(session).get(video_id, for_update=True)
         version = await CaptionRepository(session).remove(video_id, language)
         if version is None:

@@ -13,16 +13,16 @@ from typing import Any
 from services.origin.schemas import VideoEdit
 from services.origin.service import base_url, thumbnails_key, video_prefix
 from services.origin.settings import Settings
-from shared.core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from shared.core.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from shared.core.signing import Signer
 from shared.db.caption_repository import CaptionRepository
 from shared.db.models import Caption, Role, Video, VideoState
 from shared.db.repositories import VideoRepository
-from shared.http.auth import CHALLENGE, Principal, may_manage
+from shared.http.auth import CHALLENGE, Principal
 from shared.mq.messages import VideoEvent
 from shared.runtime.resources import Resources
 from shared.videos import progress
-from shared.videos.access import visible_video
+from shared.videos.access import managed, visible_video
 from shared.videos.api import video_view
 from shared.videos.metadata import (
     DESCRIPTION_MAX_CHARS,
@@ -118,11 +118,6 @@ async def video_details(
     }
 
 
-def _check_manager(video: Video, actor: Principal) -> None:
-    if not may_manage(actor, video.owner_id):
-        raise Forbidden(f"video {video.id} belongs to another account")
-
-
 def _edited(edit: VideoEdit) -> dict[str, Any]:
     """The columns an edit sets, each checked as at upload (InvalidMetadata otherwise)."""
     fields: dict[str, Any] = {}
@@ -158,7 +153,7 @@ async def edit_video(
     async with res.need_db().session() as session:
         repo = VideoRepository(session)
         video = await repo.get(video_id, for_update=True)
-        _check_manager(video, actor)
+        managed(video, actor)
         if "track_id" in fields:
             holder = await repo.id_of_track(fields["track_id"])
             if holder not in (None, video_id):
@@ -184,7 +179,7 @@ async def delete_video(res: Resources, video_id: uuid.UUID, actor: Principal) ->
         video = await repo.find(video_id)
         if video is None:
             raise NotFound(f"video {video_id} does not exist")
-        _check_manager(video, actor)
+        managed(video, actor)
         if video.state != VideoState.deleted.value:
             await repo.transition(video, VideoState.deleted)
             await enqueue_event(session, video, "video.deleted")

@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from services.origin.routes import Manager, Res
-from shared.core.errors import Conflict, Forbidden
-from shared.db.models import TranscodeJobRow, Video, VideoState
+from shared.core.errors import Conflict
+from shared.db.models import TranscodeJobRow, VideoState
 from shared.db.repositories import VideoRepository
-from shared.http.auth import Principal, may_manage
+from shared.http.auth import Principal
 from shared.http.openapi import error_responses
 from shared.mq.outbox import (
     add_job,
@@ -29,20 +29,12 @@ from shared.mq.outbox import (
 )
 from shared.runtime.resources import Resources
 from shared.videos import progress
-from shared.videos.access import visible_video
+from shared.videos.access import managed, visible_video
 
 log = logging.getLogger(__name__)
 
 # States a new run may start from: a ready video is replaced, a failed one tried again.
 RESTARTABLE = (VideoState.ready.value, VideoState.failed.value)
-
-
-def _managed(video: Video, actor: Principal) -> Video:
-    """``video`` if ``actor`` may manage it (its owner or an admin); Forbidden otherwise (a
-    private video of another account is a NotFound before this)."""
-    if not may_manage(actor, video.owner_id):
-        raise Forbidden(f"video {video.id} belongs to another account")
-    return video
 
 
 def job_view(row: TranscodeJobRow) -> dict[str, Any]:
@@ -69,7 +61,7 @@ async def queue_transcode(res: Resources, video_id: uuid.UUID, actor: Principal)
     running, or when the video has no stored source."""
     async with res.need_db().session() as session:
         repo = VideoRepository(session)
-        _managed(await visible_video(session, video_id, actor), actor)
+        managed(await visible_video(session, video_id, actor), actor)
         # Locked: two requests at once queue one run, the other sees it.
         video = await repo.get(video_id, for_update=True)
         if video.state not in RESTARTABLE:
@@ -107,7 +99,7 @@ async def latest_transcode(res: Resources, video_id: uuid.UUID, actor: Principal
     """The video's most recent transcode job (its owner or an admin); ``job`` is None when the
     record is gone (kept for the outbox retention)."""
     async with res.need_db().session() as session:
-        video = _managed(await visible_video(session, video_id, actor), actor)
+        video = managed(await visible_video(session, video_id, actor), actor)
         pending = await pending_transcode(session, video_id)
         row = pending or await latest_job(session, video_id)
     return {

@@ -28,7 +28,6 @@ from services.origin.settings import Settings
 from shared.core.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     ServiceUnavailable,
     UnprocessableContent,
     UnsupportedMediaType,
@@ -36,13 +35,13 @@ from shared.core.errors import (
 from shared.core.signing import Signer
 from shared.db.models import Video, VideoState
 from shared.db.repositories import VideoRepository
-from shared.http.auth import Principal, may_manage
+from shared.http.auth import Principal
 from shared.http.middleware import RouteBodyLimit
 from shared.http.openapi import error_responses
 from shared.media import tools
 from shared.mq.messages import VideoEvent
 from shared.runtime.resources import Resources
-from shared.videos.access import visible_video
+from shared.videos.access import managed, visible_video
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +127,7 @@ async def _managed_ready_video(res: Resources, video_id: uuid.UUID, actor: Princ
     async with res.need_db().session() as session:
         # A private video of another account does not exist for the caller (404).
         video = await visible_video(session, video_id, actor)
-    if not may_manage(actor, video.owner_id):
-        raise Forbidden(f"video {video_id} belongs to another account")
+    managed(video, actor)
     if video.state != VideoState.ready.value:
         raise Conflict(
             f"video {video_id} is not ready (state: {video.state}); its poster can change "

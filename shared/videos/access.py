@@ -11,7 +11,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.core.errors import NotFound
+from shared.core.errors import Forbidden, NotFound
 from shared.db.models import Privacy, Video
 from shared.db.repositories import VideoRepository
 from shared.http.auth import Principal, may_manage
@@ -20,6 +20,14 @@ from shared.http.auth import Principal, may_manage
 def may_view(video: Video, viewer: Principal | None) -> bool:
     """Whether ``viewer`` (None: anonymous) may see the video and obtain its stream URLs."""
     return video.privacy != Privacy.private.value or may_manage(viewer, video.owner_id)
+
+
+def managed(video: Video, actor: Principal) -> Video:
+    """``video`` when ``actor`` may change it (its owner or an admin); Forbidden otherwise. A
+    private video of another account is a NotFound before this (``visible_video``)."""
+    if not may_manage(actor, video.owner_id):
+        raise Forbidden(f"video {video.id} belongs to another account")
+    return video
 
 
 async def visible_video(
