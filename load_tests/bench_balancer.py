@@ -4,7 +4,7 @@ Starts N backends (edges in front of an origin, or origins alone), the balancer 
 the same backends, then measures each path with wrk on one signed segment. A second scenario
 makes one backend slow and compares p95 latency of the tiered balancer with round robin.
 
-    .venv/bin/python -m load_tests.bench_balancer --seconds 5 --connections 32
+    .venv/bin/python -m load_tests.bench_balancer --seconds 5 --connections 32 --rounds 3
 """
 
 from __future__ import annotations
@@ -101,9 +101,20 @@ def put_segment(stack: Stack, size: int) -> str:
     return signed_path(KEY, 24 * 3600)
 
 
+# Requests per second, requests per server CPU-second, failed requests, proxy CPU ms per request.
+Measurement = tuple[float, float, int, float]
+
+
+def median(runs: Sequence[Measurement]) -> Measurement:
+    """Each figure's median over the rounds (failures: their sum)."""
+    middle = len(runs) // 2
+    rps, per_cpu, _, proxy_ms = [sorted(column)[middle] for column in zip(*runs, strict=True)]
+    return rps, per_cpu, sum(run[2] for run in runs), proxy_ms
+
+
 def measure(
     url: str, pids: Sequence[int], seconds: float, connections: int, proxy: int | None = None
-) -> tuple[float, float, int, float]:
+) -> Measurement:
     """Requests per second, requests per server CPU-second, failed requests, and the proxy's
     own CPU milliseconds per request (0 without a proxy)."""
     wrk(url, seconds=1, connections=connections)  # warm caches and connection pools
@@ -133,29 +144,29 @@ def throughput(args: argparse.Namespace, report: Report) -> None:
             hap_pid = stack.start("haproxy", ["haproxy", "-f", str(cfg), "-db"], None).pid
             time.sleep(1.5)
             first = next(iter(backends.values()))
-            direct = measure(first + path, backend_pids, args.seconds, args.connections)
-            ours = measure(
-                balancer + path,
-                [*backend_pids, balancer_pid],
-                args.seconds,
-                args.connections,
-                proxy=balancer_pid,
-            )
-            hap = measure(
-                f"http://127.0.0.1:{hap_port}{path}",
-                [*backend_pids, hap_pid],
-                args.seconds,
-                args.connections,
-                proxy=hap_pid,
-            )
+            paths = {
+                "direct": (first + path, backend_pids, None),
+                "balancer": (balancer + path, [*backend_pids, balancer_pid], balancer_pid),
+                "haproxy": (
+                    f"http://127.0.0.1:{hap_port}{path}",
+                    [*backend_pids, hap_pid],
+                    hap_pid,
+                ),
+            }
+            runs: dict[str, list[Measurement]] = {name: [] for name in paths}
+            # Rounds alternate between the paths, so a busy neighbour hurts all of them alike.
+            for _ in range(args.rounds):
+                for name, (url, pids, proxy) in paths.items():
+                    runs[name].append(measure(url, pids, args.seconds, args.connections, proxy))
         finally:
             stack.stop()
+    direct, ours, hap = (median(runs[name]) for name in ("direct", "balancer", "haproxy"))
     note = (
         f"{args.backends} {args.backend}s, {args.size} B segment, wrk -c{args.connections} "
-        f"for every path; direct = wrk straight to b0, one of the {args.backends} {args.backend}s "
-        f"the balancer and haproxy front; proxy CPU per request: balancer {ours[3]:.3f} ms, "
-        f"haproxy {hap[3]:.3f} ms; failed requests: direct {direct[2]}, balancer {ours[2]}, "
-        f"haproxy {hap[2]}"
+        f"for every path, median of {args.rounds} interleaved rounds; direct = wrk straight to "
+        f"b0, one of the {args.backends} {args.backend}s the balancer and haproxy front; proxy "
+        f"CPU per request: balancer {ours[3]:.3f} ms, haproxy {hap[3]:.3f} ms; failed "
+        f"requests: direct {direct[2]}, balancer {ours[2]}, haproxy {hap[2]}"
     )
     report.comparisons += [
         Comparison(
@@ -266,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Interleaved throughput rounds; the median counts"
+    )
     parser.add_argument("--backends", type=int, default=2)
     parser.add_argument("--backend", choices=["edge", "origin"], default="edge")
     parser.add_argument("--size", type=int, default=64 * 1024, help="Segment bytes")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-UPSTREAM_REQUESTS = Counter(
+from shared.http.metrics import LoopCounter
+
+# Counted per proxied request, so without a lock (the event loop is the only writer).
+UPSTREAM_REQUESTS = LoopCounter(
     "balancer_upstream_requests_total",
     "Requests sent to a backend, by backend and outcome (ok, retried, failed).",
     ["backend", "outcome"],

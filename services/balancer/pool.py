@@ -98,8 +98,8 @@ class Pool:
         When every backend is ejected the pool still tries them (a "panic" pick): a guess
         beats refusing every viewer outright.
         """
-        untried = [b for b in self.backends if b not in exclude]
-        candidates = [b for b in untried if b.available] or untried
+        untried = [b for b in self.backends if b not in exclude] if exclude else self.backends
+        candidates = [b for b in untried if b.state == "healthy"] or untried
         if not candidates:
             return None
         if len(candidates) == 1:

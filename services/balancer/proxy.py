@@ -142,7 +142,6 @@ class RequestMetrics:
         self._duration = {
             m: HTTP_DURATION.labels(m.decode(), PROXY_ROUTE) for m in (b"GET", b"HEAD")
         }
-        self.streams = HTTP_IN_PROGRESS.labels(PROXY_ROUTE)
         self.response_bytes = HTTP_RESPONSE_BYTES.labels(PROXY_ROUTE)
 
     def observe(self, method: bytes, status: int, seconds: float, sent: int) -> None:
@@ -178,11 +177,18 @@ class Proxy:
         self.retries_total = 0
         self.addresses = {b: Address.of(b.url) for b in pool.backends}
         self.metrics = RequestMetrics()
+        # Read from the pool when scraped rather than counted up and down per request.
+        HTTP_IN_PROGRESS.labels(PROXY_ROUTE).set_function(
+            lambda: sum(backend.in_flight for backend in pool.backends)
+        )
         self._outcomes = {
-            (b, outcome): metrics.UPSTREAM_REQUESTS.labels(b.name, outcome).inc
+            (b, outcome): (b.name, outcome)
             for b in pool.backends
             for outcome in ("ok", "retried", "failed")
         }
+        counts = metrics.UPSTREAM_REQUESTS.values
+        for key in self._outcomes.values():
+            counts.setdefault(key, 0)
 
     def forward(self, request: Request, viewer: Viewer, client_ip: bytes) -> Exchange:
         """Start relaying ``request``; the exchange reports to ``viewer`` as it goes."""
@@ -191,7 +197,7 @@ class Proxy:
         return exchange
 
     def count(self, backend: Backend, outcome: str) -> None:
-        self._outcomes[(backend, outcome)]()
+        metrics.UPSTREAM_REQUESTS.values[self._outcomes[(backend, outcome)]] += 1
 
 
 class Exchange:
@@ -316,15 +322,14 @@ class Exchange:
             proxy.pool.succeeded(backend, now - self.attempt_started, now)
         self.status = status
         self.responding = True
-        proxy.metrics.streams.inc()
         # Held until the first body bytes, so head and body usually leave in one write.
         self.held = self._response_head(conn, backend)
 
     def _response_head(self, conn: Upstream, backend: Backend) -> bytes:
         request = self.request
         lines = [b"HTTP/1.1 ", str(conn.status).encode(), b" ", conn.reason, b"\r\n"]
-        for name, value in conn.headers:
-            if name.lower() not in _NOT_PASSED_BACK:
+        for lowered, name, value in conn.headers:
+            if lowered not in _NOT_PASSED_BACK:
                 lines += [name, b": ", value, b"\r\n"]
         lines += [b"x-backend: ", backend.name.encode("latin-1"), b"\r\nx-request-id: "]
         lines += [request.request_id, b"\r\n", self.proxy.cors.actual_bytes(request.origin)]
@@ -409,7 +414,6 @@ class Exchange:
         if upstream_broke:
             proxy.pool.failed(backend, proxy.clock())
         proxy.count(backend, "failed" if upstream_broke else "ok")
-        proxy.metrics.streams.dec()
         self._book_request()
 
     def _finish_quietly(self) -> None:

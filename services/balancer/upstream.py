@@ -88,7 +88,8 @@ class Upstream(asyncio.Protocol):
         self.received = 0
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        # (lower-cased name, name as sent, value) of the response being read.
+        self.headers: list[tuple[bytes, bytes, bytes]] = []
         self.content_length: int | None = None
         self.chunked = False
         self.keep_alive = True
@@ -207,8 +208,8 @@ class Upstream(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
         lowered = name.lower()
+        self.headers.append((lowered, name, value))
         if lowered == b"content-length":
             self.content_length = int(value)
         elif lowered == b"transfer-encoding":

@@ -21,7 +21,8 @@ Side = Literal["origin", "cdn"]
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 # Viewers ask for the same popular videos over and over: each distinct valid URL is parsed and
-# checked once, then answered from this many remembered ones (refused URLs are never kept).
+# checked once, its two answers made, then answered from this many remembered ones (refused URLs
+# are never kept; a new configuration forgets them all).
 PARSED_URLS = 1024
 
 
@@ -39,6 +40,14 @@ class Redirect:
     status: int
     location: str
     cache_control: str
+
+    @functools.cached_property
+    def fields(self) -> bytes:
+        """Its header lines as sent (``name: value\r\n`` each), rendered once."""
+        return b"location: %s\r\ncache-control: %s\r\ncontent-length: 0\r\n" % (
+            self.location.encode(),
+            self.cache_control.encode(),
+        )
 
 
 class HostPatterns:
@@ -159,7 +168,7 @@ class RatioSplit:
         self.permanent_max_age_seconds = permanent_max_age_seconds
         self.cdn_target = cdn_target
         self._count = 0
-        self._parse = functools.lru_cache(maxsize=PARSED_URLS)(self._parse_once)
+        self._answers = functools.lru_cache(maxsize=PARSED_URLS)(self._answers_once)
         self.apply(config)
 
     def apply(self, config: RedirectConfig) -> None:
@@ -170,10 +179,17 @@ class RatioSplit:
             self.cache_control = f"max-age={self.permanent_max_age_seconds}"
         else:
             self.cache_control = "no-store"
+        self._answers.cache_clear()
 
-    def _parse_once(self, video: str | None) -> VideoUrl:
+    def _answers_once(self, video: str | None) -> tuple[Redirect, Redirect]:
+        """The origin side's and the CDN side's answer for ``video`` (BadRequest if invalid)."""
         path_reference = self.cdn_target == "edges"
-        return parse_video_url(video, self.hosts, self.max_url_bytes, path_reference=path_reference)
+        url = parse_video_url(video, self.hosts, self.max_url_bytes, path_reference=path_reference)
+        status, cache_control = self.config.status_code, self.cache_control
+        return (
+            Redirect("origin", status, url.origin_url, cache_control),
+            Redirect("cdn", status, self.cdn_location(url), cache_control),
+        )
 
     def cdn_location(self, url: VideoUrl) -> str:
         """Where the CDN side sends ``url``: the CDN host, or the edges behind this host."""
@@ -192,7 +208,5 @@ class RatioSplit:
 
     def redirect(self, video: str | None, viewer: str | None = None) -> Redirect:
         """Validate the video URL, then pick its side; nothing is counted for a bad request."""
-        url = self._parse(video)
-        side = self.pick(viewer)
-        location = url.origin_url if side == "origin" else self.cdn_location(url)
-        return Redirect(side, self.config.status_code, location, self.cache_control)
+        origin, cdn = self._answers(video)
+        return origin if self.pick(viewer) == "origin" else cdn

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-REDIRECTS = Counter(
+from shared.http.metrics import LoopCounter
+
+TO_ORIGIN = ("origin",)
+TO_CDN = ("cdn",)
+REDIRECTS = LoopCounter(
     "redirector_redirects_total",
     "Redirects answered, by target side (origin or cdn).",
     ["target"],
+    keys=(TO_ORIGIN, TO_CDN),
 )
 REJECTED = Counter(
     "redirector_rejected_total",
@@ -32,6 +37,3 @@ CONFIG_RELOADS = Counter(
     "Configuration reads from the database, by outcome.",
     ["outcome"],
 )
-
-TO_ORIGIN = REDIRECTS.labels("origin")
-TO_CDN = REDIRECTS.labels("cdn")

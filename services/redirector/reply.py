@@ -41,12 +41,6 @@ def _video(query_string: bytes) -> str | None:
     return _query_value(query_string, "video")
 
 
-@functools.lru_cache(maxsize=16)
-def _after_location(cache_control: str) -> bytes:
-    """The header lines that follow ``location``; one per configuration, rendered once."""
-    return b"\r\ncache-control: %s\r\ncontent-length: 0\r\n" % cache_control.encode()
-
-
 def _viewer(headers: Iterable[tuple[bytes, bytes]], client: str | None) -> str | None:
     explicit = forwarded = None
     for name, value in headers:
@@ -82,5 +76,4 @@ def redirect_reply(
         body = error_body(exc)
         fields = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
         return exc.status, fields, body
-    location = b"location: " + answer.location.encode()
-    return answer.status, location + _after_location(answer.cache_control), b""
+    return answer.status, answer.fields, b""

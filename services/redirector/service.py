@@ -94,7 +94,9 @@ class Redirector:
         except Exception as exc:
             metrics.REJECTED.labels(getattr(exc, "code", "internal_error")).inc()
             raise
-        (metrics.TO_ORIGIN if answer.side == "origin" else metrics.TO_CDN).inc()
+        metrics.REDIRECTS.values[
+            metrics.TO_ORIGIN if answer.side == "origin" else metrics.TO_CDN
+        ] += 1
         return answer
 
     async def start(self) -> None:

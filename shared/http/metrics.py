@@ -5,7 +5,44 @@ Labels carry route templates, never raw paths or ids, so cardinality stays bound
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+
+
+class LoopCounter:
+    """A labelled counter for an event loop's hot path: plain integers, read at scrape time.
+
+    ``prometheus_client``'s counters take a lock per increment (about 0.4 us), a tenth of a
+    redirect's whole cost. Only the event loop's thread adds here, so nothing needs a lock;
+    ``values`` maps a tuple of label values to its count, and a caller adds with
+    ``values[key] += 1`` (keys given in ``keys`` exist from the start).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        keys: Iterable[tuple[str, ...]] = (),
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.values: dict[tuple[str, ...], int] = dict.fromkeys(keys, 0)
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, value in list(self.values.items()):
+            family.add_metric(list(key), value)
+        yield family
+
 
 HTTP_REQUESTS = Counter(
     "http_requests_total",
