@@ -87,6 +87,7 @@ def machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
         "python": platform.python_version(),
+        "python_prefix": sys.base_prefix,
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
     }
 

@@ -33,9 +33,26 @@ if ((${#packages[@]})); then
   fi
 fi
 
-if [[ ! -x .venv/bin/python ]] || [[ uv.lock -nt .venv/.synced ]] || [[ pyproject.toml -nt .venv/.synced ]]; then
-  say "installing Python dependencies (uv sync)"
-  uv sync --quiet --frozen --compile-bytecode --extra test --extra load
+# The interpreter: VSP_PYTHON, else the distribution's python3.11 when there is one (Debian and
+# Ubuntu build it with profile-guided optimisation and LTO, as the python image the Dockerfile
+# ships is built; a plain source build, pyenv's default, runs the services' hot paths about a
+# fifth slower: docs/BENCHMARKS.md), else the python3.11 uv finds.
+python=${VSP_PYTHON:-}
+if [[ -z $python && -x /usr/bin/python3.11 ]]; then
+  python=/usr/bin/python3.11
+fi
+uv_python=()
+if [[ -n $python ]]; then
+  uv_python=(--python "$python")
+  # A virtual environment made from another interpreter is made again.
+  if [[ -f .venv/pyvenv.cfg ]] && ! grep -qx "home = $(dirname "$python")" .venv/pyvenv.cfg; then
+    say "the virtual environment is not on $python: making it again"
+    rm -f .venv/.synced
+  fi
+fi
+if [[ ! -f .venv/.synced ]] || [[ uv.lock -nt .venv/.synced ]] || [[ pyproject.toml -nt .venv/.synced ]]; then
+  say "installing Python dependencies (uv sync${python:+ on $python})"
+  uv sync --quiet --frozen --compile-bytecode --extra test --extra load "${uv_python[@]}"
   touch .venv/.synced
 fi
 
