@@ -52,10 +52,14 @@ backend edges
 {servers}
 """
 
+# Bounded loads: an edge with over 1.5 times the average of requests under way passes the next
+# ones to the following edge on the ring, so a few popular renditions cannot pile onto one edge
+# while another idles; under that bound every rendition keeps its edge.
 _CONSISTENT = """\
     http-request set-var(txn.object) path,regsub(^/origin/t/[^/]*/,/origin/),regsub([^/]*$,)
     balance hash var(txn.object)
-    hash-type consistent"""
+    hash-type consistent
+    hash-balance-factor 150"""
 
 _ROUNDROBIN = "    balance roundrobin"
 
