@@ -107,6 +107,17 @@ async def check_still_wanted(res: Resources, video_id: uuid.UUID) -> None:
         raise VideoDeleted(f"video {video_id} was deleted")
 
 
+async def _was_deleted(res: Resources, video_id: uuid.UUID) -> bool:
+    """Whether the video is gone; False when that cannot be told (the run's own error stands)."""
+    try:
+        await check_still_wanted(res, video_id)
+    except VideoDeleted:
+        return True
+    except Exception:
+        return False
+    return False
+
+
 def hls_root(video_id: uuid.UUID) -> str:
     """Every run's outputs of a video live under this prefix."""
     return f"videos/{video_id}/hls/"
@@ -206,14 +217,19 @@ async def transcode(res: Resources, settings: Settings, job: TranscodeJob) -> Ou
         prefix = run_prefix(job.video_id, run_id)
         try:
             return await _run(res, settings, job, prefix, start)
-        except VideoDeleted:
+        except Exception as exc:
             await _abandon(res, job.video_id, prefix)
-            log.info(
-                "job %s: video %s was deleted mid-transcode; stopped and removed the run",
-                job.job_id,
-                job.video_id,
-            )
-            return Outcome(skipped=True)
+            # Deleting a video pulls its objects from under the run, which can fail it another
+            # way before the progress check notices (a segment written into a folder being
+            # removed): a run whose video is gone stopped because of that, with nothing to retry.
+            if isinstance(exc, VideoDeleted) or await _was_deleted(res, job.video_id):
+                log.info(
+                    "job %s: video %s was deleted mid-transcode; stopped and removed the run",
+                    job.job_id,
+                    job.video_id,
+                )
+                return Outcome(skipped=True)
+            raise
         except BaseException:
             await _abandon(res, job.video_id, prefix)
             raise
