@@ -35,8 +35,8 @@ fi
 
 # The interpreter: VSP_PYTHON, else the distribution's python3.11 when there is one (Debian and
 # Ubuntu build it with profile-guided optimisation and LTO, as the python image the Dockerfile
-# ships is built; a plain source build, pyenv's default, runs the services' hot paths about a
-# fifth slower: docs/BENCHMARKS.md), else the python3.11 uv finds.
+# ships is built; a plain source build, pyenv's default, spends about a sixth more time in the
+# services' hot paths: docs/BENCHMARKS.md), else the python3.11 uv finds.
 python=${VSP_PYTHON:-}
 if [[ -z $python && -x /usr/bin/python3.11 ]]; then
   python=/usr/bin/python3.11
