@@ -156,6 +156,16 @@ def procs(
     manager.stop_all()
 
 
+@pytest.fixture(scope="module")
+def module_procs(
+    test_env: dict[str, str], test_root: Path, request: pytest.FixtureRequest
+) -> Iterator[Processes]:
+    """Service processes shared by one test module's tests; stopped after its last test."""
+    manager = Processes(test_root / "logs" / request.module.__name__.rsplit(".", 1)[-1], test_env)
+    yield manager
+    manager.stop_all()
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A migrated PostgreSQL cluster of the test's own, which the test may stop and start."""

@@ -44,13 +44,9 @@ VTT_TYPE = "text/vtt"
 
 
 @pytest.fixture(scope="module")
-def origin(test_env: dict[str, str], test_root: Path) -> Iterator[Proc]:
-    manager = Processes(test_root / "logs" / "origin-captions", test_env)
-    try:
-        env = {"ORIGIN_CAPTION_MAX_BYTES": str(MAX_BYTES), "ORIGIN_CAPTIONS_MAX_PER_VIDEO": "2"}
-        yield manager.service("origin", env=env)
-    finally:
-        manager.stop_all()
+def origin(module_procs: Processes) -> Proc:
+    env = {"ORIGIN_CAPTION_MAX_BYTES": str(MAX_BYTES), "ORIGIN_CAPTIONS_MAX_PER_VIDEO": "2"}
+    return module_procs.service("origin", env=env)
 
 
 @pytest.fixture(scope="module")

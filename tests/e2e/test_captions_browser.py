@@ -28,12 +28,8 @@ SCREENSHOT = ROOT / "results" / "screenshots" / "captions-fr.png"
 
 
 @pytest.fixture(scope="module")
-def origin(test_env: dict[str, str], test_root: Path) -> Iterator[Proc]:
-    manager = Processes(test_root / "logs" / "origin-captions-browser", test_env)
-    try:
-        yield manager.service("origin")
-    finally:
-        manager.stop_all()
+def origin(module_procs: Processes) -> Proc:
+    return module_procs.service("origin")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ URL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -37,12 +36,8 @@ FR_SRT = (
 
 
 @pytest.fixture(scope="module")
-def origin(test_env: dict[str, str], test_root: Path) -> Iterator[Proc]:
-    manager = Processes(test_root / "logs" / "origin-hls-complete", test_env)
-    try:
-        yield manager.service("origin")
-    finally:
-        manager.stop_all()
+def origin(module_procs: Processes) -> Proc:
+    return module_procs.service("origin")
 
 
 @pytest.fixture

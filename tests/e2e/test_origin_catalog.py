@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,12 +23,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def origin(test_env: dict[str, str], test_root: Path) -> Iterator[str]:
-    manager = Processes(test_root / "logs" / "origin-catalog", test_env)
-    try:
-        yield manager.service("origin", env={"ORIGIN_ADMIN_TOKEN": ADMIN_TOKEN}).url
-    finally:
-        manager.stop_all()
+def origin(module_procs: Processes) -> str:
+    return module_procs.service("origin", env={"ORIGIN_ADMIN_TOKEN": ADMIN_TOKEN}).url
 
 
 async def test_list_search_and_filter(origin: str, res: Resources, media_dir: Path) -> None:

@@ -22,12 +22,8 @@ from tests.support.processes import Processes, wait_http
 
 
 @pytest.fixture(scope="module")
-def origin(test_env: dict[str, str], test_root: Path) -> Iterator[str]:
-    manager = Processes(test_root / "logs" / "origin-player", test_env)
-    try:
-        yield manager.service("origin").url
-    finally:
-        manager.stop_all()
+def origin(module_procs: Processes) -> str:
+    return module_procs.service("origin").url
 
 
 @pytest.fixture(scope="module")

@@ -30,17 +30,8 @@ MAX_BYTES = 200_000
 
 
 @pytest.fixture(scope="module")
-def procs(test_env: dict[str, str], test_root: Path) -> Iterator[Processes]:
-    manager = Processes(test_root / "logs" / "origin-posters", test_env)
-    try:
-        yield manager
-    finally:
-        manager.stop_all()
-
-
-@pytest.fixture(scope="module")
-def origin(procs: Processes) -> Proc:
-    return procs.service("origin", env={"ORIGIN_POSTER_MAX_BYTES": str(MAX_BYTES)})
+def origin(module_procs: Processes) -> Proc:
+    return module_procs.service("origin", env={"ORIGIN_POSTER_MAX_BYTES": str(MAX_BYTES)})
 
 
 @pytest.fixture(scope="module")

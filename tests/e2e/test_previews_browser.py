@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -34,17 +34,8 @@ CUE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{
 
 
 @pytest.fixture(scope="module")
-def procs(test_env: dict[str, str], test_root: Path) -> Iterator[Processes]:
-    manager = Processes(test_root / "logs" / "origin-previews", test_env)
-    try:
-        yield manager
-    finally:
-        manager.stop_all()
-
-
-@pytest.fixture(scope="module")
-def origin(procs: Processes) -> str:
-    return procs.service("origin").url
+def origin(module_procs: Processes) -> str:
+    return module_procs.service("origin").url
 
 
 @pytest.fixture(scope="module")
